@@ -1,0 +1,83 @@
+"""Config keys of Decoupled R-CNN (Wang et al.), all under MODEL.DECOUPLED."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config"]
+
+
+def add_decoupled_rcnn_config(cfg):
+    """Declares MODEL.DECOUPLED on a Detectron2 config, in place, with the paper's defaults.
+
+    The defaults describe plain Decoupled R-CNN (one regressor); the 3-stage cascade sets
+    NUM_REG_STAGES, the two per-stage lists and REG_LOSS_LAMBDA together (see
+    configs/drcnn_cascade_R50_FPN_1x.yaml).
+    """
+    _C = cfg
+    _C.MODEL.DECOUPLED = CN()
+    # NMS threshold of the RPN's second, regression proposal set (training only; Table III).
+    # The classification set keeps MODEL.RPN.NMS_THRESH (0.7).
+    _C.MODEL.DECOUPLED.NMS_THRESH_REG = 0.85
+    # Most positive RoIs per image sampled for each regression stage (positives only).
+    _C.MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE = 512
+    # True: classifier and first regressor share one trunk (the Table II ablation).
+    _C.MODEL.DECOUPLED.SHARE_FC = False
+    # ROI_BOX_HEAD_REGISTRY name of the first regressor's trunk ("DoubleHeadConvHead": Table XI).
+    _C.MODEL.DECOUPLED.REG_HEAD_NAME = "FastRCNNConvFCHead"
+    # Regression stages: 1 = Decoupled R-CNN, 3 = the paper's cascaded regression (Table IV).
+    _C.MODEL.DECOUPLED.NUM_REG_STAGES = 1
+    # Box2BoxTransform weights per stage; the cascade uses
+    # ((10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)).
+    _C.MODEL.DECOUPLED.REG_STAGE_BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0),)
+    # Loss weight per regression stage; the cascade uses (1.0, 0.5, 0.25).
+    _C.MODEL.DECOUPLED.REG_STAGE_LOSS_WEIGHTS = (1.0,)
+    # lambda of Eq. 8, multiplies every stage's regression loss: 1.0 single, 0.5 cascade (Table VI).
+    _C.MODEL.DECOUPLED.REG_LOSS_LAMBDA = 1.0
+    # Regression loss: "l1" (paper) or "smooth_l1".
+    _C.MODEL.DECOUPLED.REG_LOSS_TYPE = "l1"
+    # Beta of the smooth-L1 loss; used only when REG_LOSS_TYPE is "smooth_l1".
+    _C.MODEL.DECOUPLED.SMOOTH_L1_BETA = 1.0
+    # Regression stage whose boxes are output at test time; 0 = the last one.
+    _C.MODEL.DECOUPLED.TEST_STAGE = 0
+
+
+def check_decoupled_rcnn_config(cfg):
+    """Raises ValueError, naming the key, for an inconsistent MODEL.DECOUPLED."""
+    d = cfg.MODEL.DECOUPLED
+    num_stages = d.NUM_REG_STAGES
+    if not 0.0 < d.NMS_THRESH_REG <= 1.0:
+        raise ValueError(f"MODEL.DECOUPLED.NMS_THRESH_REG must be in (0, 1], got {d.NMS_THRESH_REG}")
+    if d.NMS_THRESH_REG < cfg.MODEL.RPN.NMS_THRESH:
+        raise ValueError(
+            f"MODEL.DECOUPLED.NMS_THRESH_REG ({d.NMS_THRESH_REG}) must not be below "
+            f"MODEL.RPN.NMS_THRESH ({cfg.MODEL.RPN.NMS_THRESH}): regression wants the denser set"
+        )
+    if d.REG_BATCH_SIZE_PER_IMAGE < 1:
+        raise ValueError(
+            f"MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE must be >= 1, got {d.REG_BATCH_SIZE_PER_IMAGE}"
+        )
+    if num_stages < 1:
+        raise ValueError(f"MODEL.DECOUPLED.NUM_REG_STAGES must be >= 1, got {num_stages}")
+    for key in ("REG_STAGE_BBOX_REG_WEIGHTS", "REG_STAGE_LOSS_WEIGHTS"):
+        if len(d[key]) != num_stages:
+            raise ValueError(
+                f"MODEL.DECOUPLED.{key} has {len(d[key])} entries but "
+                f"MODEL.DECOUPLED.NUM_REG_STAGES is {num_stages}"
+            )
+    if any(len(w) != 4 for w in d.REG_STAGE_BBOX_REG_WEIGHTS):
+        raise ValueError("MODEL.DECOUPLED.REG_STAGE_BBOX_REG_WEIGHTS: each entry needs 4 weights")
+    if not 0 <= d.TEST_STAGE <= num_stages:
+        raise ValueError(
+            f"MODEL.DECOUPLED.TEST_STAGE must be in [0, NUM_REG_STAGES={num_stages}] "
+            f"(0 = last), got {d.TEST_STAGE}"
+        )
+    if d.REG_LOSS_LAMBDA < 0:
+        raise ValueError(f"MODEL.DECOUPLED.REG_LOSS_LAMBDA must be >= 0, got {d.REG_LOSS_LAMBDA}")
+    if d.REG_LOSS_TYPE not in ("l1", "smooth_l1"):
+        raise ValueError(
+            f"MODEL.DECOUPLED.REG_LOSS_TYPE must be 'l1' or 'smooth_l1', got {d.REG_LOSS_TYPE!r}"
+        )
+    if d.SHARE_FC and d.REG_HEAD_NAME != cfg.MODEL.ROI_BOX_HEAD.NAME:
+        raise ValueError(
+            f"MODEL.DECOUPLED.SHARE_FC shares the classifier's trunk ({cfg.MODEL.ROI_BOX_HEAD.NAME})"
+            f" with the first regressor, so MODEL.DECOUPLED.REG_HEAD_NAME ({d.REG_HEAD_NAME}) "
+            "must equal MODEL.ROI_BOX_HEAD.NAME"
+        )

@@ -1,0 +1,284 @@
+"""ROI heads of Decoupled R-CNN: an unshared classifier and a cascaded, positive-only regressor."""
+from typing import Dict, List
+
+import torch
+from fvcore.nn import smooth_l1_loss
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat, cross_entropy
+from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from detectron2.modeling.roi_heads import FastRCNNConvFCHead
+from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats, fast_rcnn_inference
+from detectron2.structures import Boxes, Instances
+
+from .config import check_decoupled_rcnn_config
+from .rpn import split_decoupled_proposals
+from .sampling import sample_regression_proposals
+
+__all__ = ["DecoupledROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class DecoupledROIHeads(StandardROIHeads):
+    """
+    The box head of Decoupled R-CNN (Wang et al.), with cascaded regression.
+
+    * Classification: ``box_head`` (trunk) and ``box_predictor`` ((K+1)-way linear layer),
+      trained on ``batch_size_per_image`` RoIs at ``positive_fraction`` from the RPN's
+      classification proposals plus ground truth. It is never cascaded.
+    * Regression: stage k = 1..S has its own trunk ``reg_heads[k-1]`` and linear layer
+      ``reg_predictors[k-1]``. Stage 1 (class-specific) is trained on the positives of the
+      regression proposals plus ground truth; stage k > 1 (class-agnostic) on the detached boxes
+      stage k-1 regressed from its positives, re-labelled; at most ``reg_batch_size_per_image``
+      positives per image and stage, no negatives.
+    * Inference: the classifier scores the proposals once; stage 1 regresses each proposal with
+      its predicted foreground class, every later stage refines the previous stage's boxes; the
+      boxes of stage ``test_stage`` and the classifier's scores go through class-wise NMS.
+
+    Training needs the two proposal sets of :class:`DecoupledRPN`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        reg_heads: List[nn.Module],
+        reg_predictors: List[nn.Module],
+        reg_box2box_transforms: List[Box2BoxTransform],
+        reg_batch_size_per_image: int,
+        reg_loss_weights: List[float],
+        smooth_l1_beta: float,
+        test_stage: int,
+        test_score_thresh: float,
+        test_nms_thresh: float,
+        test_topk_per_image: int,
+        **kwargs,
+    ):
+        """
+        Args:
+            reg_heads (list[nn.Module]): per stage, the regression trunk on pooled RoI features;
+                the first may be ``box_head`` itself (shared-FC ablation).
+            reg_predictors (list[nn.Module]): per stage, maps the trunk's features to deltas,
+                (R, K*4) class-specific or (R, 4) class-agnostic.
+            reg_box2box_transforms (list[Box2BoxTransform]): per stage, the delta encoding.
+            reg_batch_size_per_image (int): most positive RoIs per image and stage.
+            reg_loss_weights (list[float]): per stage, the weight of its regression loss
+                (the stage weight times lambda of Eq. 8).
+            smooth_l1_beta (float): beta of the smooth-L1 regression loss; 0 gives L1.
+            test_stage (int): 1-based stage whose boxes are output at inference.
+            test_score_thresh, test_nms_thresh, test_topk_per_image: as in
+                :func:`fast_rcnn_inference`.
+            kwargs: arguments of :class:`StandardROIHeads`; its ``box_head`` and
+                ``box_predictor`` are the classifier's trunk and (K+1)-way linear layer.
+        """
+        super().__init__(**kwargs)
+        num_stages = len(reg_heads)
+        assert len(reg_predictors) == len(reg_box2box_transforms) == num_stages
+        assert len(reg_loss_weights) == num_stages and 1 <= test_stage <= num_stages
+        self.reg_heads = nn.ModuleList(reg_heads)
+        self.reg_predictors = nn.ModuleList(reg_predictors)
+        self.reg_box2box_transforms = reg_box2box_transforms
+        self.reg_batch_size_per_image = reg_batch_size_per_image
+        self.reg_loss_weights = reg_loss_weights
+        self.smooth_l1_beta = smooth_l1_beta
+        self.test_stage = test_stage
+        self.test_score_thresh = test_score_thresh
+        self.test_nms_thresh = test_nms_thresh
+        self.test_topk_per_image = test_topk_per_image
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        check_decoupled_rcnn_config(cfg)
+        return super().from_config(cfg, input_shape)
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        # The pooler and the classifier's trunk are StandardROIHeads'; its FastRCNNOutputLayers
+        # (classifier + regressor) is replaced by a classifier-only linear layer.
+        ret = super()._init_box_head(cfg, input_shape)
+        d = cfg.MODEL.DECOUPLED
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        resolution = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        channels = input_shape[ret["box_in_features"][0]].channels
+        pooled_shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
+
+        box_head = ret["box_head"]
+        first_reg_head = (
+            box_head if d.SHARE_FC else ROI_BOX_HEAD_REGISTRY.get(d.REG_HEAD_NAME)(cfg, pooled_shape)
+        )
+        reg_heads = [first_reg_head] + [
+            FastRCNNConvFCHead(cfg, pooled_shape) for _ in range(d.NUM_REG_STAGES - 1)
+        ]
+        first_reg_classes = 1 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG else num_classes
+        reg_predictors = [
+            _linear(head.output_shape, 4 * (first_reg_classes if k == 0 else 1), std=0.001)
+            for k, head in enumerate(reg_heads)
+        ]
+        ret.update(
+            {
+                "box_predictor": _linear(box_head.output_shape, num_classes + 1, std=0.01),
+                "reg_heads": reg_heads,
+                "reg_predictors": reg_predictors,
+                "reg_box2box_transforms": [
+                    Box2BoxTransform(weights=w) for w in d.REG_STAGE_BBOX_REG_WEIGHTS
+                ],
+                "reg_batch_size_per_image": d.REG_BATCH_SIZE_PER_IMAGE,
+                "reg_loss_weights": [d.REG_LOSS_LAMBDA * w for w in d.REG_STAGE_LOSS_WEIGHTS],
+                "smooth_l1_beta": 0.0 if d.REG_LOSS_TYPE == "l1" else d.SMOOTH_L1_BETA,
+                "test_stage": d.TEST_STAGE or d.NUM_REG_STAGES,
+                "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
+                "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            }
+        )
+        return ret
+
+    @property
+    def num_reg_stages(self) -> int:
+        return len(self.reg_heads)
+
+    def forward(self, images, features, proposals, targets=None):
+        """
+        See :meth:`ROIHeads.forward`. In training ``proposals`` are the packed two sets of
+        :class:`DecoupledRPN`; the returned proposals are the sampled classification RoIs.
+        """
+        del images
+        if not self.training:
+            pred_instances = self._forward_box(features, proposals)
+            return self.forward_with_given_boxes(features, pred_instances), {}
+        assert targets, "'targets' argument is required during training"
+        cls_proposals, reg_proposals = split_decoupled_proposals(proposals)
+        cls_proposals = self.label_and_sample_proposals(cls_proposals, targets)
+        if self.proposal_append_gt:
+            reg_proposals = add_ground_truth_to_proposals(targets, reg_proposals)
+        box_features = [features[f] for f in self.box_in_features]
+        losses = self._classification_loss(box_features, cls_proposals)
+        losses.update(self._regression_losses(box_features, reg_proposals, targets))
+        losses.update(self._forward_mask(features, cls_proposals))
+        losses.update(self._forward_keypoint(features, cls_proposals))
+        return cls_proposals, losses
+
+    def _classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(R, C, H, W) pooled features -> (R, K+1) class logits."""
+        return self.box_predictor(torch.flatten(self.box_head(pooled), 1))
+
+    def _regress(self, pooled: torch.Tensor, stage: int, classes: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            pooled (Tensor): (R, C, H, W) features of the RoIs.
+            stage (int): 0-based regression stage.
+            classes (Tensor): (R,) class in [0, K) whose deltas a class-specific stage returns.
+
+        Returns:
+            Tensor: (R, 4) deltas.
+        """
+        deltas = self.reg_predictors[stage](torch.flatten(self.reg_heads[stage](pooled), 1))
+        if deltas.shape[1] == 4:
+            return deltas
+        rows = torch.arange(len(deltas), device=deltas.device)
+        return deltas.unflatten(1, (-1, 4))[rows, classes]
+
+    def _refine(
+        self, proposals: List[Instances], deltas: torch.Tensor, stage: int
+    ) -> List[Instances]:
+        """
+        Applies stage ``stage``'s (R, 4) deltas to the R proposal boxes of the batch.
+
+        Returns:
+            list[Instances]: per image, the regressed boxes clipped to the image, as the field
+            "proposal_boxes" of the next stage.
+        """
+        boxes = cat([p.proposal_boxes.tensor for p in proposals])
+        boxes = self.reg_box2box_transforms[stage].apply_deltas(deltas, boxes)
+        refined = []
+        for p, boxes_i in zip(proposals, boxes.split([len(p) for p in proposals])):
+            boxes_i = Boxes(boxes_i)
+            boxes_i.clip(p.image_size)
+            refined.append(Instances(p.image_size, proposal_boxes=boxes_i))
+        return refined
+
+    def _classification_loss(
+        self, features: List[torch.Tensor], proposals: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """Cross-entropy over the sampled classification RoIs (fields "gt_classes")."""
+        logits = self._classify(self.box_pooler(features, [p.proposal_boxes for p in proposals]))
+        gt_classes = cat([p.gt_classes for p in proposals])
+        _log_classification_stats(logits, gt_classes)
+        return {"loss_cls": cross_entropy(logits, gt_classes, reduction="mean")}
+
+    def _regression_losses(
+        self, features: List[torch.Tensor], proposals: List[Instances], targets: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Trains every regression stage on its own positive-only sample.
+
+        Args:
+            features (list[Tensor]): the pooler's feature maps.
+            proposals (list[Instances]): per image, the regression proposals (with ground truth).
+            targets (list[Instances]): per image, the ground truth.
+
+        Returns:
+            dict: "loss_box_reg_s{k}" for k = 1..S, weighted, normalised by the stage's number
+            of sampled RoIs; exactly zero for a stage without any.
+        """
+        losses = {}
+        for stage in range(self.num_reg_stages):
+            proposals = sample_regression_proposals(
+                proposals, targets, self.proposal_matcher, self.reg_batch_size_per_image, stage + 1
+            )
+            pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            deltas = self._regress(pooled, stage, cat([p.gt_classes for p in proposals]))
+            gt_deltas = self.reg_box2box_transforms[stage].get_deltas(
+                cat([p.proposal_boxes.tensor for p in proposals]),
+                cat([p.gt_boxes.tensor for p in proposals]),
+            )
+            # An empty sample sums to a zero that is still connected to the stage's parameters.
+            loss = smooth_l1_loss(deltas, gt_deltas, self.smooth_l1_beta, reduction="sum")
+            losses[f"loss_box_reg_s{stage + 1}"] = (
+                loss / max(len(deltas), 1) * self.reg_loss_weights[stage]
+            )
+            if stage + 1 < self.num_reg_stages:
+                # The next stage trains on these boxes, as fixed proposals (no gradient).
+                proposals = self._refine(proposals, deltas.detach(), stage)
+        return losses
+
+    def _forward_box(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> List[Instances]:
+        """
+        Inference on the RPN proposals (fields "proposal_boxes").
+
+        Returns:
+            list[Instances]: per image, the detections ("pred_boxes", "scores", "pred_classes").
+        """
+        features = [features[f] for f in self.box_in_features]
+        pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+        scores = F.softmax(self._classify(pooled), dim=-1)
+        pred_classes = scores[:, :-1].argmax(dim=1)
+        for stage in range(self.test_stage):
+            if stage > 0:
+                pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            proposals = self._refine(proposals, self._regress(pooled, stage, pred_classes), stage)
+        num_per_image = [len(p) for p in proposals]
+        pred_instances, _ = fast_rcnn_inference(
+            [p.proposal_boxes.tensor for p in proposals],
+            scores.split(num_per_image),
+            [p.image_size for p in proposals],
+            self.test_score_thresh,
+            self.test_nms_thresh,
+            self.test_topk_per_image,
+        )
+        return pred_instances
+
+
+def _linear(input_shape: ShapeSpec, out_features: int, std: float) -> nn.Linear:
+    """A linear output layer on a trunk's flattened features, initialised as in Fast R-CNN."""
+    in_features = input_shape.channels * (input_shape.height or 1) * (input_shape.width or 1)
+    layer = nn.Linear(in_features, out_features)
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.constant_(layer.bias, 0)
+    return layer
