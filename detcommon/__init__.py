@@ -1,0 +1,18 @@
+"""Pieces every model of this project shares: the embedded shapes dataset, user dataset
+registration, COCO evaluation with the papers' AP columns, and trainer helpers."""
+from .config import add_common_config
+from .datasets import register_coco_dataset, register_shapes, validate_coco_detection_json
+from .evaluation import PaperCOCOEvaluator
+from .shapes import SHAPES_CLASSES, ensure_shapes
+
+register_shapes()
+
+__all__ = [
+    "add_common_config",
+    "register_coco_dataset",
+    "register_shapes",
+    "validate_coco_detection_json",
+    "PaperCOCOEvaluator",
+    "SHAPES_CLASSES",
+    "ensure_shapes",
+]

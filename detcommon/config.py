@@ -1,0 +1,11 @@
+"""Config keys shared by every model of the project."""
+__all__ = ["add_common_config"]
+
+
+def add_common_config(cfg):
+    """Declares the project-wide keys on a Detectron2 config, in place."""
+    # User datasets in COCO detection format, registered before training or evaluation:
+    # a list of [NAME, JSON_FILE, IMAGE_DIR]; `train_net.py --dataset NAME JSON IMAGE_DIR` appends.
+    cfg.DATASETS.REGISTER_COCO = []
+    # Where the embedded shapes dataset is cached; "" = $SHAPES_DATASET_DIR or ~/.cache/...
+    cfg.DATASETS.SHAPES_ROOT = ""

@@ -1,0 +1,63 @@
+"""Training-side pieces shared by every model: dataset checks and a CPU-aware DDP wrapper."""
+import contextlib
+import logging
+from unittest import mock
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import defaults
+
+from .datasets import register_coco_dataset, register_shapes
+
+__all__ = ["register_datasets", "cpu_ddp_without_device_ids", "default_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def register_datasets(cfg):
+    """Registers the datasets a config needs and checks them before anything trains.
+
+    Raises ValueError when a dataset of DATASETS.TRAIN/TEST is unknown, and when the number of
+    classes of a dataset differs from MODEL.ROI_HEADS.NUM_CLASSES.
+    """
+    register_shapes(cfg.DATASETS.SHAPES_ROOT or None)
+    for entry in cfg.DATASETS.REGISTER_COCO:
+        if len(entry) != 3:
+            raise ValueError(f"DATASETS.REGISTER_COCO entries are [NAME, JSON_FILE, IMAGE_DIR], got {entry!r}")
+        register_coco_dataset(*entry)
+    known = set(DatasetCatalog.list())
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name not in known:
+                raise ValueError(
+                    f"DATASETS.{key} names {name!r}, which is not registered. Register a COCO-format "
+                    "dataset with `--dataset NAME JSON_FILE IMAGE_DIR` (or DATASETS.REGISTER_COCO)."
+                )
+            classes = MetadataCatalog.get(name).get("thing_classes")
+            if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+                raise ValueError(
+                    f"Dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
+                    f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}: add `MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}`."
+                )
+
+
+def _create_ddp_model(model, **kwargs):
+    """Detectron2's create_ddp_model, minus `device_ids` for a CPU model (DDP rejects them)."""
+    if next(model.parameters()).device.type == "cpu":
+        kwargs["device_ids"] = None
+    return _D2_CREATE_DDP_MODEL(model, **kwargs)
+
+
+_D2_CREATE_DDP_MODEL = defaults.create_ddp_model
+
+
+@contextlib.contextmanager
+def cpu_ddp_without_device_ids():
+    """Within this context DefaultTrainer can wrap a CPU model in DDP (gloo workers)."""
+    with mock.patch.object(defaults, "create_ddp_model", _create_ddp_model):
+        yield
+
+
+def default_device():
+    """"cuda" when a GPU is visible, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Exits 0 when this checkout is installed (`pip install -e .`) with everything it needs.
+
+`make install` runs it to stay quick and idempotent: pip runs only when this fails.
+With --verbose it prints the versions it found.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+# Importable name -> why it is needed.
+REQUIRED = {
+    "torch": "PyTorch",
+    "torchvision": "RoIAlign and image ops",
+    "detectron2": "the framework the heads plug into",
+    "fvcore": "FLOP counting and config",
+    "iopath": "checkpoint IO",
+    "pycocotools": "COCO evaluation",
+    "cv2": "opencv-python-headless, image IO",
+    "yacs": "configs",
+    "pytest": "the test suite",
+}
+# Packages this checkout provides; each must resolve to a file inside this checkout.
+OWN = ["detcommon", "double_head", "decoupled_rcnn"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    sys.path = [p for p in sys.path if os.path.realpath(p or ".") != REPO]  # no cwd shortcut
+    problems, found = [], []
+    for name, why in REQUIRED.items():
+        try:
+            module = importlib.import_module(name)
+            found.append(f"{name} {getattr(module, '__version__', '')}".strip())
+        except Exception as e:  # a broken install raises more than ImportError
+            problems.append(f"{name} ({why}) does not import: {e}")
+    for name in OWN:
+        try:
+            path = os.path.realpath(importlib.import_module(name).__file__)
+        except Exception as e:
+            problems.append(f"{name} does not import: {e}")
+            continue
+        if not path.startswith(REPO + os.sep):
+            problems.append(f"{name} is installed from {path}, not from this checkout {REPO}")
+    if problems:
+        print("Installation incomplete:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    if args.verbose:
+        print("Installed: " + ", ".join(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

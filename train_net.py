@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Trains and evaluates every model of this project: FPN baseline, Double-Head, Decoupled R-CNN.
+
+    python train_net.py --config-file configs/dh_ext_R50_FPN_1x.yaml --num-gpus 4
+    python train_net.py --config-file configs/dh_ext_R50_FPN_1x.yaml --eval-only MODEL.WEIGHTS model.pth
+    python train_net.py --config-file configs/shapes/faster_rcnn.yaml          # CPU, embedded data
+    python train_net.py --config-file ... --dataset my_train train.json images/ \
+        --dataset my_val val.json images/ DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)'
+
+Without CUDA everything runs on the CPU; `--num-gpus N` then starts N processes over gloo.
+"""
+import os
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+
+from decoupled_rcnn import add_decoupled_rcnn_config
+from detcommon import PaperCOCOEvaluator, add_common_config
+from detcommon.engine import cpu_ddp_without_device_ids, default_device, register_datasets
+from double_head import add_doublehead_config
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with COCO evaluation that reports AP50-AP90, and DDP on CPU workers."""
+
+    def __init__(self, cfg):
+        with cpu_ddp_without_device_ids():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return PaperCOCOEvaluator(dataset_name, output_dir=output_folder)
+
+
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--dataset",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "JSON_FILE", "IMAGE_DIR"),
+        help="register a COCO-format detection dataset under NAME (repeatable); "
+        "then use NAME in DATASETS.TRAIN / DATASETS.TEST",
+    )
+    return parser
+
+
+def setup(args):
+    """Builds the frozen config of a run from the command line and checks its datasets."""
+    cfg = get_cfg()
+    add_common_config(cfg)
+    add_doublehead_config(cfg)
+    add_decoupled_rcnn_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.DATASETS.REGISTER_COCO = list(cfg.DATASETS.REGISTER_COCO) + [list(d) for d in args.dataset]
+    cfg.merge_from_list(args.opts)
+    if default_device() == "cpu":
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    register_datasets(cfg)
+    return cfg
+
+
+def _check_weights_for_eval(cfg):
+    weights = cfg.MODEL.WEIGHTS
+    if not weights:
+        raise ValueError("--eval-only needs trained weights: pass MODEL.WEIGHTS path/to/model_final.pth")
+    if "://" not in weights and not os.path.isfile(weights):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {weights!r} does not exist; nothing to evaluate.")
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        if not args.resume:
+            _check_weights_for_eval(cfg)
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            return results
+        return None
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
