@@ -1,0 +1,174 @@
+"""The conv-head of Double-Head (Fig. 5): residual blocks with non-local blocks on a 7x7 RoI."""
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
+from detectron2.modeling.backbone.resnet import BottleneckBlock
+from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
+
+__all__ = ["UpChannelBlock", "NonLocalBlock", "DoubleHeadConvHead"]
+
+
+class UpChannelBlock(CNNBlockBase):
+    """
+    Residual block of Fig. 5a that raises the channel count: a 3x3 conv (inner channels) and a
+    1x1 conv (out channels) on the main path, a 1x1 conv on the shortcut, each followed by norm.
+    (R, C_in, H, W) -> (R, C_out, H, W).
+    """
+
+    def __init__(self, in_channels, out_channels, *, bottleneck_channels, norm="BN"):
+        super().__init__(in_channels, out_channels, stride=1)
+        self.conv1 = Conv2d(
+            in_channels,
+            bottleneck_channels,
+            kernel_size=3,
+            padding=1,
+            bias=False,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        self.conv2 = Conv2d(
+            bottleneck_channels,
+            out_channels,
+            kernel_size=1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        self.shortcut = Conv2d(
+            in_channels, out_channels, kernel_size=1, bias=False, norm=get_norm(norm, out_channels)
+        )
+        for layer in [self.conv1, self.conv2, self.shortcut]:
+            weight_init.c2_msra_fill(layer)
+
+    def forward(self, x):
+        out = self.conv2(F.relu_(self.conv1(x)))
+        return F.relu_(out + self.shortcut(x))
+
+
+class NonLocalBlock(CNNBlockBase):
+    """
+    Grouped non-local block of Fig. 5c. theta, phi and g are 1x1 convs to `inner_channels`,
+    split into `num_groups` groups; in each group every position gathers g over all N = H*W
+    positions, weighted by the dot product theta_i . phi_j divided by N (no softmax). A 1x1 conv
+    back to `channels` and a norm whose scale starts at 0 make the block an identity at
+    initialisation; it ends with a residual add and a ReLU. (R, C, H, W) -> (R, C, H, W).
+    """
+
+    def __init__(self, channels, *, inner_channels, num_groups=4, norm="BN"):
+        super().__init__(channels, channels, stride=1)
+        if inner_channels % num_groups != 0:
+            raise ValueError(
+                f"Non-local inner channels ({inner_channels}) must be divisible by the number "
+                f"of groups ({num_groups})"
+            )
+        self.num_groups = num_groups
+        self.theta = Conv2d(channels, inner_channels, kernel_size=1)
+        self.phi = Conv2d(channels, inner_channels, kernel_size=1)
+        self.g = Conv2d(channels, inner_channels, kernel_size=1)
+        self.out = Conv2d(
+            inner_channels, channels, kernel_size=1, bias=False, norm=get_norm(norm, channels)
+        )
+        for layer in [self.theta, self.phi, self.g, self.out]:
+            weight_init.c2_msra_fill(layer)
+        # Zero scale on the last layer: the residual branch starts at 0, the block as an identity.
+        nn.init.constant_((self.out.norm if self.out.norm is not None else self.out).weight, 0)
+
+    def forward(self, x):
+        r, _, h, w = x.shape
+        # (R, groups, inner channels per group, N)
+        theta, phi, g = (
+            conv(x).reshape(r, self.num_groups, -1, h * w)
+            for conv in (self.theta, self.phi, self.g)
+        )
+        affinity = torch.matmul(theta.transpose(2, 3), phi) / (h * w)  # (R, groups, N, N)
+        y = torch.matmul(g, affinity.transpose(2, 3))  # y[..., i] = sum_j affinity[i, j] g[..., j]
+        y = self.out(y.reshape(r, -1, h, w))
+        return F.relu_(x + y)
+
+
+@ROI_BOX_HEAD_REGISTRY.register()
+class DoubleHeadConvHead(nn.Sequential):
+    """
+    The conv-head of Double-Head: an up-channel residual block, then bottleneck blocks, each of
+    the first `num_nonlocal` of them preceded by a non-local block, then average pooling.
+    (R, C_in, H, W) -> (R, conv_dim).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        conv_dim: int,
+        bottleneck_dim: int,
+        num_bottlenecks: int,
+        num_nonlocal: int,
+        nonlocal_dim: int,
+        nonlocal_groups: int,
+        norm: str = "BN",
+    ):
+        """
+        Args:
+            input_shape: shape of the pooled RoI features.
+            conv_dim: channels after the up-channel block, of every later block, and of the output.
+            bottleneck_dim: inner channels of the up-channel block and of each bottleneck.
+            num_bottlenecks: number of bottleneck blocks after the up-channel block.
+            num_nonlocal: number of non-local blocks, one in front of each of the first
+                `num_nonlocal` bottlenecks; at most `num_bottlenecks`.
+            nonlocal_dim, nonlocal_groups: inner channels and groups of the non-local blocks.
+            norm: normalization after every conv (see :func:`detectron2.layers.get_norm`).
+        """
+        super().__init__()
+        if not 0 <= num_nonlocal <= num_bottlenecks:
+            raise ValueError(
+                f"DoubleHeadConvHead places one non-local block before a bottleneck: "
+                f"num_nonlocal must be in [0, num_bottlenecks={num_bottlenecks}], "
+                f"got {num_nonlocal}"
+            )
+        self.add_module(
+            "up_channel",
+            UpChannelBlock(
+                input_shape.channels, conv_dim, bottleneck_channels=bottleneck_dim, norm=norm
+            ),
+        )
+        for k in range(num_bottlenecks):
+            if k < num_nonlocal:
+                self.add_module(
+                    f"nonlocal{k + 1}",
+                    NonLocalBlock(
+                        conv_dim, inner_channels=nonlocal_dim, num_groups=nonlocal_groups, norm=norm
+                    ),
+                )
+            self.add_module(
+                f"bottleneck{k + 1}",
+                BottleneckBlock(conv_dim, conv_dim, bottleneck_channels=bottleneck_dim, norm=norm),
+            )
+        self.add_module("avgpool", nn.AdaptiveAvgPool2d(1))
+        self.add_module("flatten", nn.Flatten())
+        self._output_size = conv_dim
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        head = cfg.MODEL.DOUBLE_HEAD.CONV_HEAD
+        return {
+            "input_shape": input_shape,
+            "conv_dim": head.CONV_DIM,
+            "bottleneck_dim": head.BOTTLENECK_DIM,
+            "num_bottlenecks": head.NUM_BOTTLENECKS,
+            "num_nonlocal": head.NUM_NONLOCAL,
+            "nonlocal_dim": head.NONLOCAL_DIM,
+            "nonlocal_groups": head.NONLOCAL_GROUPS,
+            "norm": head.NORM,
+        }
+
+    @property
+    @torch.jit.unused
+    def output_shape(self):
+        """
+        Returns:
+            ShapeSpec: the output feature shape
+        """
+        return ShapeSpec(channels=self._output_size)
