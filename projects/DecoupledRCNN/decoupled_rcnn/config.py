@@ -1,4 +1,5 @@
 """Config keys of Decoupled R-CNN (Wang et al.), all under MODEL.DECOUPLED."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config"]
@@ -44,7 +45,9 @@ def check_decoupled_rcnn_config(cfg):
     d = cfg.MODEL.DECOUPLED
     num_stages = d.NUM_REG_STAGES
     if not 0.0 < d.NMS_THRESH_REG <= 1.0:
-        raise ValueError(f"MODEL.DECOUPLED.NMS_THRESH_REG must be in (0, 1], got {d.NMS_THRESH_REG}")
+        raise ValueError(
+            f"MODEL.DECOUPLED.NMS_THRESH_REG must be in (0, 1], got {d.NMS_THRESH_REG}"
+        )
     if d.NMS_THRESH_REG < cfg.MODEL.RPN.NMS_THRESH:
         raise ValueError(
             f"MODEL.DECOUPLED.NMS_THRESH_REG ({d.NMS_THRESH_REG}) must not be below "
@@ -52,7 +55,8 @@ def check_decoupled_rcnn_config(cfg):
         )
     if d.REG_BATCH_SIZE_PER_IMAGE < 1:
         raise ValueError(
-            f"MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE must be >= 1, got {d.REG_BATCH_SIZE_PER_IMAGE}"
+            "MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE must be >= 1, "
+            f"got {d.REG_BATCH_SIZE_PER_IMAGE}"
         )
     if num_stages < 1:
         raise ValueError(f"MODEL.DECOUPLED.NUM_REG_STAGES must be >= 1, got {num_stages}")
@@ -77,7 +81,7 @@ def check_decoupled_rcnn_config(cfg):
         )
     if d.SHARE_FC and d.REG_HEAD_NAME != cfg.MODEL.ROI_BOX_HEAD.NAME:
         raise ValueError(
-            f"MODEL.DECOUPLED.SHARE_FC shares the classifier's trunk ({cfg.MODEL.ROI_BOX_HEAD.NAME})"
-            f" with the first regressor, so MODEL.DECOUPLED.REG_HEAD_NAME ({d.REG_HEAD_NAME}) "
-            "must equal MODEL.ROI_BOX_HEAD.NAME"
+            "MODEL.DECOUPLED.SHARE_FC shares the classifier's trunk with the first regressor, so "
+            f"MODEL.DECOUPLED.REG_HEAD_NAME ({d.REG_HEAD_NAME}) must equal "
+            f"MODEL.ROI_BOX_HEAD.NAME ({cfg.MODEL.ROI_BOX_HEAD.NAME})"
         )

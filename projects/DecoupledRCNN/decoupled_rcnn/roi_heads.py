@@ -1,4 +1,5 @@
 """ROI heads of Decoupled R-CNN: an unshared classifier and a cascaded, positive-only regressor."""
+
 from typing import Dict, List
 
 import torch
@@ -108,7 +109,9 @@ class DecoupledROIHeads(StandardROIHeads):
 
         box_head = ret["box_head"]
         first_reg_head = (
-            box_head if d.SHARE_FC else ROI_BOX_HEAD_REGISTRY.get(d.REG_HEAD_NAME)(cfg, pooled_shape)
+            box_head
+            if d.SHARE_FC
+            else ROI_BOX_HEAD_REGISTRY.get(d.REG_HEAD_NAME)(cfg, pooled_shape)
         )
         reg_heads = [first_reg_head] + [
             FastRCNNConvFCHead(cfg, pooled_shape) for _ in range(d.NUM_REG_STAGES - 1)

@@ -1,4 +1,5 @@
 """RPN of Decoupled R-CNN: one RPN pass, two NMS thresholds (decoupled sampling strategy)."""
+
 from typing import List, Tuple
 
 import torch

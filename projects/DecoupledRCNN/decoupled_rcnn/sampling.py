@@ -1,4 +1,5 @@
 """Positive-only RoI sampling of Decoupled R-CNN's regression branch."""
+
 from typing import List
 
 import torch
