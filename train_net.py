@@ -19,7 +19,7 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
 from detcommon.engine import cpu_ddp_without_device_ids, default_device, register_datasets
-from double_head import add_doublehead_config
+from double_head import add_doublehead_config, multi_mode_evaluation
 
 
 class Trainer(DefaultTrainer):
@@ -33,6 +33,13 @@ class Trainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return PaperCOCOEvaluator(dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        if evaluators is None and cfg.MODEL.DOUBLE_HEAD.EVAL_MODES:
+            # Double-Head: one AP table per inference mode, heads run once per image.
+            model, evaluators = multi_mode_evaluation(cfg, model, cls.build_evaluator)
+        return super().test(cfg, model, evaluators)
 
 
 def argument_parser():

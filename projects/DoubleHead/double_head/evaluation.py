@@ -16,7 +16,8 @@ from detectron2.modeling import GeneralizedRCNN
 
 __all__ = ["MultiModeInference", "MultiModeEvaluator", "multi_mode_evaluation"]
 
-logger = logging.getLogger(__name__)
+# A child of Detectron2's logger, so that its lines show wherever Detectron2's do.
+logger = logging.getLogger("detectron2.double_head")
 
 
 class MultiModeInference(nn.Module):
@@ -61,14 +62,21 @@ class MultiModeEvaluator(DatasetEvaluator):
     results are those of every evaluator, the task names prefixed by the mode ("fused/bbox").
     """
 
-    def __init__(self, evaluators: Dict[str, DatasetEvaluator]):
+    def __init__(self, build_evaluator: Callable[[str], DatasetEvaluator], modes: Sequence[str]):
         """
         Args:
-            evaluators: mode -> evaluator of the usual {"instances": Instances} outputs.
+            build_evaluator: mode -> evaluator of the usual {"instances": Instances} outputs.
+                Called at the first :meth:`reset`, once the test data loader exists: a
+                COCOEvaluator reads the dataset's json file as it is built.
+            modes: the modes to evaluate.
         """
-        self._evaluators = evaluators
+        self._build_evaluator = build_evaluator
+        self._modes = list(modes)
+        self._evaluators = None
 
     def reset(self):
+        if self._evaluators is None:
+            self._evaluators = {mode: self._build_evaluator(mode) for mode in self._modes}
         for evaluator in self._evaluators.values():
             evaluator.reset()
 
@@ -101,12 +109,10 @@ def multi_mode_evaluation(
     modes = cfg.MODEL.DOUBLE_HEAD.EVAL_MODES
     evaluators = [
         MultiModeEvaluator(
-            {
-                mode: build_evaluator(
-                    cfg, dataset, os.path.join(cfg.OUTPUT_DIR, "inference", dataset, mode)
-                )
-                for mode in modes
-            }
+            lambda mode, dataset=dataset: build_evaluator(
+                cfg, dataset, os.path.join(cfg.OUTPUT_DIR, "inference", dataset, mode)
+            ),
+            modes,
         )
         for dataset in cfg.DATASETS.TEST
     ]
