@@ -20,9 +20,9 @@ install:
 	  echo "detectron2 is not installed: building it from $(DETECTRON2_URL) (needs git and a compiler; takes minutes)"; \
 	  $(PYTHON) -m pip install --no-build-isolation "$(DETECTRON2_URL)" || { \
 	    echo "ERROR: could not install detectron2. Install it by hand (see README.md, 'Install'), then run make again." >&2; exit 1; }; }
-	@$(PYTHON) tools/check_install.py 2>/dev/null \
+	@$(PYTHON) -W ignore tools/check_install.py 2>/dev/null \
 	|| $(PYTHON) -m pip install --no-build-isolation -e ".[test]"
-	@$(PYTHON) tools/check_install.py --verbose
+	@$(PYTHON) -W ignore tools/check_install.py --verbose
 
 demo: install
 	$(PYTHON) tools/run_demo.py --output-dir $(DEMO_DIR)

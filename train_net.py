@@ -15,6 +15,7 @@ import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.utils.logger import setup_logger
 
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
@@ -69,6 +70,8 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    for package in ("detcommon", "double_head", "decoupled_rcnn"):
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=package)
     register_datasets(cfg)
     return cfg
 

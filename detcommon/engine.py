@@ -3,6 +3,7 @@ import contextlib
 import logging
 from unittest import mock
 
+import detectron2.utils.comm as comm
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import defaults
@@ -43,8 +44,9 @@ def register_datasets(cfg):
 
 def _create_ddp_model(model, **kwargs):
     """Detectron2's create_ddp_model, minus `device_ids` for a CPU model (DDP rejects them)."""
-    if next(model.parameters()).device.type == "cpu":
+    if next(model.parameters()).device.type == "cpu" and comm.get_world_size() > 1:
         kwargs["device_ids"] = None
+        logger.info(f"Training on CPU with DistributedDataParallel over {comm.get_world_size()} gloo processes")
     return _D2_CREATE_DDP_MODEL(model, **kwargs)
 
 

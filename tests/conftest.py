@@ -1,0 +1,49 @@
+"""Shared fixtures: an isolated shapes cache for the whole run and tiny-run config options."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+# Before anything imports detcommon: the suite never reads or writes the user's dataset cache.
+os.environ.setdefault("SHAPES_DATASET_DIR", tempfile.mkdtemp(prefix="shapes-test-cache-"))
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Turns any shapes config into a seconds-long CPU run (tiny inputs, few RoIs, no workers).
+TINY_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.MAX_ITER", "4",
+    "SOLVER.WARMUP_ITERS", "2",
+    "SOLVER.STEPS", "()",
+    "SOLVER.CHECKPOINT_PERIOD", "2",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)",
+    "INPUT.MAX_SIZE_TRAIN", "192",
+    "INPUT.MIN_SIZE_TEST", "128",
+    "INPUT.MAX_SIZE_TEST", "192",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "TEST.DETECTIONS_PER_IMAGE", "20",
+    "DATALOADER.NUM_WORKERS", "0",
+]
+
+
+@pytest.fixture(scope="session")
+def shapes_root():
+    return os.environ["SHAPES_DATASET_DIR"]
+
+
+def run_train_net(*args, timeout=600):
+    """Runs train_net.py in a subprocess; returns (returncode, combined output)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "train_net.py"), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return proc.returncode, proc.stdout
