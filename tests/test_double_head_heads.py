@@ -71,6 +71,12 @@ def test_conv_head_depths(num_bottlenecks, num_nonlocal):
     assert head.output_shape.channels == 64
 
 
+def test_conv_head_scripts():
+    head = DoubleHeadConvHead(_cfg(), POOLED).eval()
+    x = torch.rand(2, 256, 7, 7)
+    assert torch.allclose(torch.jit.script(head)(x), head(x))
+
+
 def test_more_nonlocal_than_bottlenecks_is_refused():
     with pytest.raises(ValueError, match="num_nonlocal"):
         DoubleHeadConvHead(

@@ -79,10 +79,9 @@ class NonLocalBlock(CNNBlockBase):
     def forward(self, x):
         r, _, h, w = x.shape
         # (R, groups, inner channels per group, N)
-        theta, phi, g = (
-            conv(x).reshape(r, self.num_groups, -1, h * w)
-            for conv in (self.theta, self.phi, self.g)
-        )
+        theta = self.theta(x).reshape(r, self.num_groups, -1, h * w)
+        phi = self.phi(x).reshape(r, self.num_groups, -1, h * w)
+        g = self.g(x).reshape(r, self.num_groups, -1, h * w)
         affinity = torch.matmul(theta.transpose(2, 3), phi) / (h * w)  # (R, groups, N, N)
         y = torch.matmul(g, affinity.transpose(2, 3))  # y[..., i] = sum_j affinity[i, j] g[..., j]
         y = self.out(y.reshape(r, -1, h, w))
