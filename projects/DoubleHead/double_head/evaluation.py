@@ -16,8 +16,7 @@ from detectron2.modeling import GeneralizedRCNN
 
 __all__ = ["MultiModeInference", "MultiModeEvaluator", "multi_mode_evaluation"]
 
-# A child of Detectron2's logger, so that its lines show wherever Detectron2's do.
-logger = logging.getLogger("detectron2.double_head")
+logger = logging.getLogger(__name__)
 
 
 class MultiModeInference(nn.Module):
