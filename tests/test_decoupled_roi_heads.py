@@ -185,6 +185,29 @@ def test_later_stages_train_on_detached_refined_boxes(monkeypatch):
     assert all(p.grad is not None for p in heads.reg_predictors[1].parameters())
 
 
+def test_regressors_fit_fixed_rois():
+    heads = _build(_cfg()).train()
+    features = [_features(1)[f] for f in heads.box_in_features]
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.tensor(GT).repeat(8, 1)
+    boxes += (
+        0.1 * (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2) * torch.randn(16, 4, generator=generator)
+    )
+    proposals = [Instances(IMAGE_SIZE, proposal_boxes=Boxes(boxes))]
+    targets = [_targets(GT, [0, 2])]
+    optimizer = torch.optim.SGD(heads.parameters(), lr=0.02, momentum=0.9)
+    history = []
+    with EventStorage():
+        for _ in range(50):
+            losses = heads._regression_losses(features, proposals, targets)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            history.append(losses)
+    for key in history[0]:
+        assert history[-1][key] < 0.3 * history[0][key], key
+
+
 def _expected_refinement(boxes, stage_deltas, stages):
     from detectron2.modeling.box_regression import Box2BoxTransform
 
