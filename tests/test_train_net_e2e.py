@@ -109,3 +109,21 @@ def test_two_processes_over_gloo(tmp_path):
     assert "DistributedDataParallel over 2 gloo processes" in log
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     assert max(r["iteration"] for r in _metrics(out) if "total_loss" in r) == 2
+
+
+def test_demo_cli_draws_predictions(trained, tmp_path):
+    from detcommon.shapes import ensure_shapes
+    from tools.demo import expand_inputs, main as demo_main
+
+    out, _ = trained
+    images = os.path.join(ensure_shapes("shapes_val"), "images")
+    assert expand_inputs([images])[:2] == [os.path.join(images, "00000.png"), os.path.join(images, "00001.png")]
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        expand_inputs([str(tmp_path / "*.nothing")])
+    written = demo_main(
+        ["--config-file", CONFIG, "--input", os.path.join(images, "0000[01].png"), "--output", str(tmp_path),
+         "--confidence-threshold", "0.0", "--opts", *TINY_OPTS, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
+    )
+    assert [os.path.basename(p) for p in written] == ["00000.png", "00001.png"]
+    drawn, original = cv2.imread(written[0]), cv2.imread(os.path.join(images, "00000.png"))
+    assert drawn.shape == original.shape and (drawn != original).any()  # boxes were drawn
