@@ -60,8 +60,8 @@ class DecoupledRPN(RPN):
         with torch.no_grad():
             boxes = self._decode_proposals(anchors, pred_anchor_deltas)
             boxes, logits = _top_candidates_per_level(boxes, pred_objectness_logits, pre_nms_topk)
-            # The candidates are already the per-level top-k, so find_top_rpn_proposals only
-            # re-sorts them: everything before NMS is computed once and shared by both sets.
+            # Head, decoding and per-level top-k run once for both sets; on these candidates
+            # find_top_rpn_proposals only re-sorts, clips and filters before its NMS.
             cls_set, reg_set = (
                 find_top_rpn_proposals(
                     boxes,
