@@ -8,9 +8,15 @@ DETECTRON2_URL ?= git+https://github.com/facebookresearch/detectron2.git@$(DETEC
 PYTEST_ARGS ?=
 DEMO_DIR ?= output/demo
 
-.PHONY: install demo test
+.PHONY: install install-missing demo test
 
+CHECK = $(PYTHON) -W ignore tools/check_install.py --torch $(TORCH_VERSION) --torchvision $(TORCHVISION_VERSION)
+
+# Quick when everything is there: one check; only what is missing gets installed.
 install:
+	@$(CHECK) --verbose 2>/dev/null || $(MAKE) --no-print-directory install-missing
+
+install-missing:
 	@$(PYTHON) -c "import sys, torch, torchvision as tv; v = lambda m: m.__version__.split('+')[0]; \
 	sys.exit(not (v(torch) == '$(TORCH_VERSION)' and v(tv) == '$(TORCHVISION_VERSION)'))" 2>/dev/null \
 	|| $(PYTHON) -m pip install "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
@@ -22,7 +28,7 @@ install:
 	    echo "ERROR: could not install detectron2. Install it by hand (see README.md, 'Install'), then run make again." >&2; exit 1; }; }
 	@$(PYTHON) -W ignore tools/check_install.py 2>/dev/null \
 	|| $(PYTHON) -m pip install --no-build-isolation -e ".[test]"
-	@$(PYTHON) -W ignore tools/check_install.py --verbose
+	@$(CHECK) --verbose
 
 demo: install
 	$(PYTHON) tools/run_demo.py --output-dir $(DEMO_DIR)

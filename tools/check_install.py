@@ -29,6 +29,8 @@ OWN = ["detcommon", "double_head", "decoupled_rcnn"]
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--torch", help="required torch version (local build tag ignored)")
+    parser.add_argument("--torchvision", help="required torchvision version")
     args = parser.parse_args()
     sys.path = [p for p in sys.path if os.path.realpath(p or ".") != REPO]  # no cwd shortcut
     problems, found = [], []
@@ -38,6 +40,17 @@ def main():
             found.append(f"{name} {getattr(module, '__version__', '')}".strip())
         except Exception as e:  # a broken install raises more than ImportError
             problems.append(f"{name} ({why}) does not import: {e}")
+    for name, wanted in (("torch", args.torch), ("torchvision", args.torchvision)):
+        module = sys.modules.get(name)
+        if wanted and module and module.__version__.split("+")[0] != wanted:
+            problems.append(f"{name} {module.__version__} is installed, {wanted} is required")
+    try:
+        import setuptools
+
+        if int(setuptools.__version__.split(".")[0]) >= 81:
+            problems.append(f"setuptools {setuptools.__version__}: Detectron2 needs setuptools<81")
+    except ImportError:
+        problems.append("setuptools is missing")
     for name in OWN:
         try:
             path = os.path.realpath(importlib.import_module(name).__file__)
