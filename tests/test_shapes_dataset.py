@@ -1,5 +1,6 @@
 """The embedded shapes dataset: deterministic, valid COCO, and a corrupt cache is never used."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -98,8 +99,13 @@ def test_corrupt_cache_is_detected_and_regenerated(tmp_path, damage, caplog):
         os.remove(os.path.join(split_dir, "manifest.json"))
     spec = ShapesSpec(num_images=12, seed=8) if damage == "other_params" else SMALL
     assert verify_split(split_dir, spec) is not None
-    with caplog.at_level("WARNING"):
+    # Attach to the module's logger: train_net's setup_logger stops "detcommon" from propagating.
+    logger = logging.getLogger("detcommon.shapes")
+    logger.addHandler(caplog.handler)
+    try:
         again = ensure_shapes("s", root=root, spec=spec)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "unusable" in caplog.text
     assert verify_split(again, spec) is None
     if spec == SMALL:
