@@ -37,6 +37,16 @@ def add_doublehead_config(cfg):
     # run of backbone and heads per image, e.g. ["conv", "fc", "double", "fused"].
     # Empty: evaluate TEST_MODE only.
     _C.MODEL.DOUBLE_HEAD.EVAL_MODES = []
+    # Inference speed-ups of the modes that score with the fc branch and box with the conv
+    # branch. FAST_PATH ("double" mode): the conv branch runs only on the proposals whose best
+    # foreground fc score reaches MODEL.ROI_HEADS.SCORE_THRESH_TEST; the detections are those of
+    # the full path. (The "fc" and "conv" modes never run the branch they do not use.)
+    _C.MODEL.DOUBLE_HEAD.FAST_PATH = True
+    # "fused" mode, opt-in: the conv branch runs only on the proposals whose best foreground fc
+    # score reaches this value. Not exact: fusion only raises scores (complementary, max), so a
+    # proposal below SCORE_THRESH_TEST in fc may still be detected by the full path; measure the
+    # AP it costs (docs/SPEED.md). 0.0: off.
+    _C.MODEL.DOUBLE_HEAD.FUSED_PREFILTER_THRESH = 0.0
 
     # DoubleHeadConvHead (Fig. 5): an up-channel residual block, then NUM_BOTTLENECKS bottleneck
     # blocks, a non-local block in front of each of the first NUM_NONLOCAL of them, then average

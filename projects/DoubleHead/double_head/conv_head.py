@@ -77,14 +77,14 @@ class NonLocalBlock(CNNBlockBase):
         nn.init.constant_((self.out.norm if self.out.norm is not None else self.out).weight, 0)
 
     def forward(self, x):
-        r, _, h, w = x.shape
-        # (R, groups, inner channels per group, N)
-        theta = self.theta(x).reshape(r, self.num_groups, -1, h * w)
-        phi = self.phi(x).reshape(r, self.num_groups, -1, h * w)
-        g = self.g(x).reshape(r, self.num_groups, -1, h * w)
+        h, w = x.shape[2:]
+        # (R, groups, inner channels per group, N); no -1 over R, which may be 0
+        theta = self.theta(x).unflatten(1, (self.num_groups, -1)).flatten(3)
+        phi = self.phi(x).unflatten(1, (self.num_groups, -1)).flatten(3)
+        g = self.g(x).unflatten(1, (self.num_groups, -1)).flatten(3)
         affinity = torch.matmul(theta.transpose(2, 3), phi) / (h * w)  # (R, groups, N, N)
         y = torch.matmul(g, affinity.transpose(2, 3))  # y[..., i] = sum_j affinity[i, j] g[..., j]
-        y = self.out(y.reshape(r, -1, h, w))
+        y = self.out(y.flatten(1, 2).unflatten(2, (h, w)))
         return F.relu_(x + y)
 
 

@@ -191,6 +191,7 @@ def detect(
     predictors: Dict[str, DoubleHeadOutputLayers],
     proposals: List[Instances],
     fusion: str = "complementary",
+    probs: Optional[Dict[str, List[torch.Tensor]]] = None,
 ) -> List[Instances]:
     """
     Detections of one inference mode: boxes from the mode's regressor, scores from its
@@ -198,17 +199,23 @@ def detect(
 
     Args:
         mode: a key of TEST_MODES.
-        predictions: branch -> (scores, deltas) of :meth:`DoubleHeadOutputLayers.forward`.
+        predictions: branch -> (scores, deltas) of :meth:`DoubleHeadOutputLayers.forward`; a
+            classifier whose `probs` are given needs no entry.
         predictors: branch -> its :class:`DoubleHeadOutputLayers`.
         proposals: per image, the proposals the predictions were made for.
         fusion: a key of FUSIONS, used when the mode has two classifiers.
+        probs: branch -> per image, its class probabilities (Ri, K + 1), if already computed.
 
     Returns:
         per image, Instances with "pred_boxes", "scores" and "pred_classes".
     """
     cls_branches, reg_branch = TEST_MODES[mode]
+    given = probs or {}
     # per image, per-class probabilities (Ri, K + 1) of each classifier, then fused
-    probs = [predictors[b].predict_probs(predictions[b], proposals) for b in cls_branches]
+    probs = [
+        given[b] if b in given else predictors[b].predict_probs(predictions[b], proposals)
+        for b in cls_branches
+    ]
     scores = probs[0] if len(probs) == 1 else [fuse_scores(*s, fusion) for s in zip(*probs)]
     regressor = predictors[reg_branch]
     boxes = regressor.predict_boxes(predictions[reg_branch], proposals)  # per image (Ri, 4K)

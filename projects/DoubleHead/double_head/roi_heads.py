@@ -1,9 +1,10 @@
 """RoI heads of Double-Head (Wu et al., "Rethinking Classification and Localization", CVPR 2020)."""
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torchvision.ops import clip_boxes_to_image
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
@@ -17,6 +18,7 @@ from detectron2.structures import Boxes, Instances
 
 from .outputs import (
     FUSIONS,
+    TEST_MODES,
     DoubleHeadOutputLayers,
     check_test_mode,
     detect,
@@ -33,9 +35,9 @@ def enlarge_boxes(boxes: Boxes, scale: float, image_size: Tuple[int, int]) -> Bo
     """
     centers = boxes.get_centers()  # (R, 2)
     half_sizes = (boxes.tensor[:, 2:] - boxes.tensor[:, :2]) * (scale / 2)
-    enlarged = Boxes(torch.cat([centers - half_sizes, centers + half_sizes], dim=1))
-    enlarged.clip(image_size)
-    return enlarged
+    enlarged = torch.cat([centers - half_sizes, centers + half_sizes], dim=1)
+    # Boxes.clip would first check on the host that every box is finite: a GPU sync per image.
+    return Boxes(clip_boxes_to_image(enlarged, image_size))
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -47,6 +49,10 @@ class DoubleHeadROIHeads(StandardROIHeads):
     box regressor, trained with the weighted losses of Eq. 1-3 and combined at test time by one
     of the modes of Fig. 6 (see :data:`TEST_MODES`). Mask and keypoint heads, if any, work as in
     :class:`StandardROIHeads` on the predicted boxes.
+
+    At inference only the branches of the mode run; in the modes that score with the fc branch
+    and box with the conv branch, the conv branch may run only on the proposals the fc scores
+    let through (`fast_path`, `fused_prefilter_thresh`).
     """
 
     @configurable
@@ -61,6 +67,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
         test_mode: str = "fused",
         fusion: str = "complementary",
         eval_modes: Sequence[str] = (),
+        fast_path: bool = True,
+        fused_prefilter_thresh: float = 0.0,
         **kwargs,
     ):
         """
@@ -76,6 +84,12 @@ class DoubleHeadROIHeads(StandardROIHeads):
             fusion: how the "fused" mode combines the two classifiers, a key of :data:`FUSIONS`.
             eval_modes: modes :meth:`predict_modes` may be asked for; checked here like
                 `test_mode`.
+            fast_path: in the "double" mode, run the conv branch only on the proposals whose best
+                foreground fc probability reaches the test score threshold: the proposals below
+                it are never detected, so the detections are those of the full path.
+            fused_prefilter_thresh: if > 0, in the "fused" mode, run the conv branch only on
+                the proposals whose best foreground fc probability reaches it. This drops
+                proposals that fusion would have raised above the score threshold: opt-in.
             kwargs: the other arguments of :class:`StandardROIHeads`.
         """
         super().__init__(
@@ -93,6 +107,11 @@ class DoubleHeadROIHeads(StandardROIHeads):
             raise ValueError(
                 f"MODEL.DOUBLE_HEAD.FUSION must be one of {sorted(FUSIONS)}, got {fusion!r}"
             )
+        if not 0 <= fused_prefilter_thresh <= 1:
+            raise ValueError(
+                "MODEL.DOUBLE_HEAD.FUSED_PREFILTER_THRESH must be in [0, 1], "
+                f"got {fused_prefilter_thresh}"
+            )
         weights = {branch: p.loss_weight for branch, p in box_predictors.items()}
         check_test_mode(test_mode, weights)
         for mode in eval_modes:
@@ -103,6 +122,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
         self.test_mode = test_mode
         self.fusion = fusion
         self.eval_modes = list(eval_modes)
+        self.fast_path = fast_path
+        self.fused_prefilter_thresh = fused_prefilter_thresh
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -113,6 +134,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
             test_mode=dh.TEST_MODE,
             fusion=dh.FUSION,
             eval_modes=dh.EVAL_MODES,
+            fast_path=dh.FAST_PATH,
+            fused_prefilter_thresh=dh.FUSED_PREFILTER_THRESH,
         )
         return ret
 
@@ -151,28 +174,80 @@ class DoubleHeadROIHeads(StandardROIHeads):
             "box_predictors": box_predictors,
         }
 
+    def _pool(
+        self, features: List[torch.Tensor], proposals: List[Instances], scale: float
+    ) -> torch.Tensor:
+        """
+        Returns:
+            (R, C, H, W) features of the R proposals of the batch, enlarged by `scale`.
+        """
+        boxes = [p.proposal_boxes for p in proposals]
+        if scale != 1.0:
+            boxes = [enlarge_boxes(b, scale, p.image_size) for b, p in zip(boxes, proposals)]
+        return self.box_pooler(features, boxes)
+
+    def _predict(self, branch: str, pooled: torch.Tensor) -> tuple:
+        """(R, C, H, W) RoI features -> the branch's (scores (R, K + 1), deltas (R, 4K))."""
+        return self.box_predictors[branch](self.box_heads[branch](pooled))
+
     def _predict_branches(
-        self, features: List[torch.Tensor], proposals: List[Instances]
+        self,
+        features: List[torch.Tensor],
+        proposals: List[Instances],
+        branches: Optional[Sequence[str]] = None,
     ) -> Dict[str, tuple]:
         """
-        Run each branch once on the proposals.
+        Run each branch of `branches` (default: all) once on the proposals.
 
         Returns:
             branch -> (scores (R, K + 1) or None, deltas (R, 4K) or None).
         """
         pooled = {}  # RoI scale -> pooled features (R, C, H, W); pooled once when scales agree
         predictions = {}
-        for branch, head in self.box_heads.items():
+        for branch in self.box_heads if branches is None else branches:
             scale = self.conv_roi_scale if branch == "conv" else 1.0
             if scale not in pooled:
-                boxes = [p.proposal_boxes for p in proposals]
-                if scale != 1.0:
-                    boxes = [
-                        enlarge_boxes(b, scale, p.image_size) for b, p in zip(boxes, proposals)
-                    ]
-                pooled[scale] = self.box_pooler(features, boxes)
-            predictions[branch] = self.box_predictors[branch](head(pooled[scale]))
+                pooled[scale] = self._pool(features, proposals, scale)
+            predictions[branch] = self._predict(branch, pooled[scale])
         return predictions
+
+    def _conv_prefilter_thresh(self) -> float:
+        """
+        The best foreground fc probability a proposal needs for the conv branch to run on it in
+        `self.test_mode`; 0: every proposal.
+        """
+        if self.test_mode == "double" and self.fast_path:
+            return self.box_predictors["fc"].test_score_thresh
+        if self.test_mode == "fused":
+            return self.fused_prefilter_thresh
+        return 0.0
+
+    def _inference(self, features: List[torch.Tensor], proposals: List[Instances]):
+        """
+        Returns:
+            the detections of `self.test_mode`, per image, from the branches the mode uses.
+        """
+        cls_branches, reg_branch = TEST_MODES[self.test_mode]
+        thresh = self._conv_prefilter_thresh()
+        if thresh <= 0:
+            branches = [b for b in self.box_heads if b in cls_branches or b == reg_branch]
+            predictions = self._predict_branches(features, proposals, branches)
+            return detect(self.test_mode, predictions, self.box_predictors, proposals, self.fusion)
+        # fc scores, conv boxes: the fc probabilities choose the proposals the conv branch sees.
+        fc_predictions = self._predict("fc", self._pool(features, proposals, 1.0))
+        fc_probs = self.box_predictors["fc"].predict_probs(fc_predictions, proposals)
+        # per image, indices of the kept proposals: one GPU sync per image, then plain gathers
+        keep = [torch.nonzero(p[:, :-1].max(dim=1).values >= thresh).squeeze(1) for p in fc_probs]
+        kept = [p[k] for p, k in zip(proposals, keep)]
+        conv_predictions = self._predict("conv", self._pool(features, kept, self.conv_roi_scale))
+        return detect(
+            self.test_mode,
+            {"conv": conv_predictions},
+            self.box_predictors,
+            kept,
+            self.fusion,
+            probs={"fc": [p[k] for p, k in zip(fc_probs, keep)]},
+        )
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """
@@ -180,13 +255,14 @@ class DoubleHeadROIHeads(StandardROIHeads):
             In training, the weighted losses of both branches.
             In inference, the detections of `self.test_mode`, per image.
         """
-        predictions = self._predict_branches([features[f] for f in self.box_in_features], proposals)
-        if self.training:
-            losses = {}
-            for branch, predictor in self.box_predictors.items():
-                losses.update(predictor.losses(predictions[branch], proposals))
-            return losses
-        return detect(self.test_mode, predictions, self.box_predictors, proposals, self.fusion)
+        features = [features[f] for f in self.box_in_features]
+        if not self.training:
+            return self._inference(features, proposals)
+        predictions = self._predict_branches(features, proposals)
+        losses = {}
+        for branch, predictor in self.box_predictors.items():
+            losses.update(predictor.losses(predictions[branch], proposals))
+        return losses
 
     def predict_modes(
         self, features: Dict[str, torch.Tensor], proposals: List[Instances], modes: Sequence[str]
