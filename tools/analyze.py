@@ -191,12 +191,6 @@ def load_model(args, with_data=True):
     return cfg, model, dataset, dicts
 
 
-def _json(data, path):
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-    return path
-
-
 def run_proposals(args):
     cfg, model, dataset, dicts = load_model(args)
     compare = {}
@@ -273,29 +267,30 @@ def _write_sensitivity(results, kind, out, title):
             r["matrix"],
             r["resolution"],
             path,
-            f"{title} '{head}': mean correlation {profile['all']:.2f}, "
-            f"neighbours {profile['1']:.2f}",
+            f"{title}, head '{head}'\nmean correlation of different cells "
+            f"{profile['all']:.2f}, of neighbours {profile['1']:.2f}",
         )
-        r["matrix"] = [[None if v != v else round(float(v), 5) for v in row] for row in r["matrix"]]
         print(
             f"{head}: mean correlation between different cells by distance "
             + ", ".join(f"{d}: {v:.3f}" for d, v in profile.items())
             + f" -> {path}"
         )
-    print(f"Wrote {_json(results, os.path.join(out, f'{kind}_sensitivity.json'))}")
+    path = os.path.join(out, f"{kind}_sensitivity.json")
+    statistics.write_json(results, path)
+    print(f"Wrote {path}")
 
 
 def run_fc_sensitivity(args):
     _, model, _, _ = load_model(args, with_data=False)
     results = sensitivity.fc_sensitivity(model, args.head)
-    _write_sensitivity(results, "fc", args.output_dir, "fc weights")
+    _write_sensitivity(results, "fc", args.output_dir, "first fc layer's per-cell weights")
 
 
 def run_conv_sensitivity(args):
     cfg, model, _, dicts = load_model(args)
     results = sensitivity.conv_sensitivity(model, cfg, dicts, args.rois_per_image, args.head)
     num_rois = next(iter(results.values()))["num_rois"]
-    _write_sensitivity(results, "conv", args.output_dir, f"conv features ({num_rois} RoIs)")
+    _write_sensitivity(results, "conv", args.output_dir, f"last block's output on {num_rois} RoIs")
 
 
 def run_nms_sweep(args):

@@ -20,6 +20,7 @@ __all__ = [
     "difficulty_groups",
     "class_ap_from_file",
     "summarize",
+    "jsonable",
     "write_json",
     "write_csv",
 ]
@@ -120,12 +121,12 @@ def class_ap_from_file(path: str, class_names: Sequence[str]) -> Dict[int, float
     )
 
 
-def _clean(x):
-    """NaN -> None and numpy -> Python, for JSON."""
+def jsonable(x):
+    """NaN -> None, numpy -> Python, tuples -> lists, floats rounded to 6 decimals: for JSON."""
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return None if math.isnan(x) else round(float(x), 6)
     if isinstance(x, np.integer):
@@ -188,12 +189,13 @@ def summarize(
             "count": count,
             "heads": {h: _head_statistics(records, h, mask, num_bins) for h in heads},
         }
-    return _clean(result)
+    return jsonable(result)
 
 
-def write_json(summary: dict, path: str):
+def write_json(data, path: str):
+    """`data` through :func:`jsonable` into a JSON file."""
     with open(path, "w") as f:
-        json.dump(summary, f, indent=1)
+        json.dump(jsonable(data), f, indent=1)
 
 
 def write_csv(summary: dict, bins_path: str, summary_path: str):
