@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
 from detcommon.engine import cpu_ddp_without_device_ids, default_device, register_datasets
+from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
 
 
@@ -68,6 +69,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     if default_device() == "cpu":
         cfg.MODEL.DEVICE = "cpu"
+    validate_config(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     for package in ("detcommon", "double_head", "decoupled_rcnn"):

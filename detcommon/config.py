@@ -9,3 +9,7 @@ def add_common_config(cfg):
     cfg.DATASETS.REGISTER_COCO = []
     # Where the embedded shapes dataset is cached; "" = $SHAPES_DATASET_DIR or ~/.cache/...
     cfg.DATASETS.SHAPES_ROOT = ""
+    # Training skips images that cannot be read (missing, truncated, not an image) with a
+    # warning that counts them, instead of stopping with an error naming the file.
+    # Evaluation always stops: a skipped image would change the AP.
+    cfg.DATALOADER.SKIP_BAD_IMAGES = False

@@ -8,7 +8,8 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import defaults
 
-from .datasets import register_coco_dataset, register_shapes
+from .datasets import DatasetFormatError, register_coco_dataset, register_shapes
+from .validation import check_register_coco
 
 __all__ = ["register_datasets", "cpu_ddp_without_device_ids", "default_device"]
 
@@ -22,10 +23,12 @@ def register_datasets(cfg):
     classes of a dataset differs from MODEL.ROI_HEADS.NUM_CLASSES.
     """
     register_shapes(cfg.DATASETS.SHAPES_ROOT or None)
+    check_register_coco(cfg.DATASETS.REGISTER_COCO)
     for entry in cfg.DATASETS.REGISTER_COCO:
-        if len(entry) != 3:
-            raise ValueError(f"DATASETS.REGISTER_COCO entries are [NAME, JSON_FILE, IMAGE_DIR], got {entry!r}")
-        register_coco_dataset(*entry)
+        try:
+            register_coco_dataset(*entry)
+        except DatasetFormatError as e:
+            raise DatasetFormatError(f"DATASETS.REGISTER_COCO (--dataset) {entry[0]!r}: {e}") from e
     known = set(DatasetCatalog.list())
     for key in ("TRAIN", "TEST"):
         for name in cfg.DATASETS[key]:
