@@ -14,22 +14,33 @@ import os
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.utils.logger import setup_logger
 
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
+from detcommon.data import CheckedDatasetMapper
 from detcommon.engine import cpu_ddp_without_device_ids, default_device, register_datasets
 from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO evaluation that reports AP50-AP90, and DDP on CPU workers."""
+    """DefaultTrainer with COCO evaluation that reports AP50-AP90, DDP on CPU workers, and
+    image-reading errors that name the file."""
 
     def __init__(self, cfg):
         with cpu_ddp_without_device_ids():
             super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=CheckedDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

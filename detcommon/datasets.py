@@ -6,6 +6,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from .data import sanitize_boxes
 from .shapes import SHAPES_CLASSES, SPLITS, default_cache_root, ensure_shapes
 
 __all__ = ["register_shapes", "register_coco_dataset", "validate_coco_detection_json", "DatasetFormatError"]
@@ -22,7 +23,8 @@ class DatasetFormatError(ValueError):
 
 def _load_shapes(name, root):
     split_dir = ensure_shapes(name, root)
-    return load_coco_json(os.path.join(split_dir, "annotations.json"), os.path.join(split_dir, "images"), name)
+    dicts = load_coco_json(os.path.join(split_dir, "annotations.json"), os.path.join(split_dir, "images"), name)
+    return sanitize_boxes(dicts, name)
 
 
 def register_shapes(root=None):
@@ -104,7 +106,7 @@ def register_coco_dataset(name, json_file, image_root):
         if meta.get("json_file") == json_file and meta.get("image_root") == image_root:
             return classes
         raise DatasetFormatError(f"Dataset name {name!r} is already registered with other files.")
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    DatasetCatalog.register(name, lambda: sanitize_boxes(load_coco_json(json_file, image_root, name), name))
     # load_coco_json adds the category id mapping on first load; COCOEvaluator reads the files.
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=classes
