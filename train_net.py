@@ -20,19 +20,23 @@ from detectron2.utils.logger import setup_logger
 
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
+from detcommon.checkpoint import use_atomic_checkpointer
 from detcommon.data import CheckedDatasetMapper
 from detcommon.engine import cpu_ddp_without_device_ids, default_device, register_datasets
+from detcommon.monitor import watch_losses
 from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCO evaluation that reports AP50-AP90, DDP on CPU workers, and
-    image-reading errors that name the file."""
+    """DefaultTrainer with COCO evaluation that reports AP50-AP90, DDP on CPU workers, crash-safe
+    checkpoints, a stop on the first non-finite loss, and image-reading errors that name the file."""
 
     def __init__(self, cfg):
         with cpu_ddp_without_device_ids():
             super().__init__(cfg)
+        use_atomic_checkpointer(self)
+        watch_losses(self._trainer.model)
 
     @classmethod
     def build_train_loader(cls, cfg):
