@@ -1,0 +1,94 @@
+"""Two CPU processes over gloo (`train_net.py --num-gpus 2`) for Double-Head-Ext and the
+Decoupled R-CNN cascade: both ranks' losses are averaged into metrics.json, evaluation gathers
+the detections of both ranks, and metrics.json and the TensorBoard events hold every loss term."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY_OPTS, run_train_net
+from detcommon.monitor import RANK_LOSS_LOG_ENV
+from detcommon.shapes import ensure_shapes
+
+NUM_VAL_IMAGES = 5  # odd: the two ranks evaluate 3 and 2 images
+HEAD_LOSSES = {
+    "dh_ext": ["loss_cls_fc", "loss_box_reg_fc", "loss_cls_conv", "loss_box_reg_conv"],
+    "drcnn_cascade": ["loss_cls", "loss_box_reg_s1", "loss_box_reg_s2", "loss_box_reg_s3"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_val(tmp_path_factory):
+    """`--dataset` arguments registering the first images of shapes_val as "tiny_val"."""
+    split = ensure_shapes("shapes_val")
+    with open(os.path.join(split, "annotations.json")) as f:
+        coco = json.load(f)
+    images = coco["images"][:NUM_VAL_IMAGES]
+    ids = {image["id"] for image in images}
+    coco.update(images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
+    json_file = str(tmp_path_factory.mktemp("tiny_val") / "tiny_val.json")
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    return ["--dataset", "tiny_val", json_file, os.path.join(split, "images")]
+
+
+@pytest.fixture(scope="module", params=sorted(HEAD_LOSSES))
+def ddp_run(request, tiny_val, tmp_path_factory):
+    """A 3-iteration, 2-process run that evaluates on tiny_val; returns (model, output dir)."""
+    out = str(tmp_path_factory.mktemp(request.param))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(RANK_LOSS_LOG_ENV, os.path.join(out, "rank_losses"))
+        code, log = run_train_net(
+            "--config-file", f"configs/shapes/{request.param}.yaml", "--num-gpus", "2", *tiny_val, *TINY_OPTS,
+            "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "('tiny_val',)", "OUTPUT_DIR", out,
+        )  # fmt: skip
+    assert code == 0, log[-3000:]
+    assert "DistributedDataParallel over 2 gloo processes" in log
+    return request.param, out
+
+
+def _jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_metrics_are_the_mean_of_both_ranks_losses(ddp_run):
+    _, out = ddp_run
+    ranks = [_jsonl(os.path.join(out, "rank_losses", f"rank_losses.{r}.jsonl")) for r in (0, 1)]
+    assert [[row["iteration"] for row in rows] for rows in ranks] == [[0, 1, 2], [0, 1, 2]]
+    (final,) = [row for row in _jsonl(os.path.join(out, "metrics.json")) if "total_loss" in row]
+    assert final["iteration"] == 2
+    loss_names = [k for k in ranks[0][0] if k != "iteration"]
+    assert any(ranks[0][0][k] != ranks[1][0][k] for k in loss_names)  # the ranks saw different images
+    # Every iteration's losses are averaged over the ranks; metrics.json holds the median over
+    # the (here three) iterations of that average, as Detectron2's JSONWriter smooths them.
+    means = {k: [np.mean([rows[i][k] for rows in ranks]) for i in range(3)] for k in loss_names}
+    for name, values in means.items():
+        assert final[name] == pytest.approx(np.median(values), rel=1e-5), name
+    assert final["total_loss"] == pytest.approx(np.median(np.sum(list(means.values()), axis=0)), rel=1e-5)
+
+
+def test_evaluation_gathers_the_detections_of_both_ranks(ddp_run):
+    _, out = ddp_run
+    with open(os.path.join(out, "log.txt")) as f:
+        main_log = f.read()
+    with open(os.path.join(out, "log.txt.rank1")) as f:
+        rank1_log = f.read()
+    assert "Start inference on 3 batches" in main_log and "Start inference on 2 batches" in rank1_log
+    predictions = torch.load(os.path.join(out, "inference", "tiny_val", "instances_predictions.pth"), weights_only=False)
+    assert sorted(p["image_id"] for p in predictions) == list(range(1, NUM_VAL_IMAGES + 1))
+    assert "bbox/AP90" in _jsonl(os.path.join(out, "metrics.json"))[-1]
+
+
+def test_metrics_json_and_tensorboard_hold_every_loss_term(ddp_run):
+    model, out = ddp_run
+    expected = {"total_loss", "loss_rpn_cls", "loss_rpn_loc", "lr", *HEAD_LOSSES[model]}
+    (final,) = [row for row in _jsonl(os.path.join(out, "metrics.json")) if "total_loss" in row]
+    assert expected <= set(final)
+    (events,) = glob.glob(os.path.join(out, "events.out.tfevents.*"))
+    scalars = EventAccumulator(events).Reload().Tags()["scalars"]
+    assert expected <= set(scalars), sorted(scalars)
