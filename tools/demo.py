@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Runs a trained model on images with Detectron2's DefaultPredictor and saves them with the
-predicted boxes drawn.
+"""Runs a trained model on images and videos with Detectron2's DefaultPredictor and saves them
+with the predicted boxes drawn (a video becomes <name>.mp4 in the output directory).
 
     python tools/demo.py --config-file configs/shapes/dh_ext.yaml --input img.png dir/ "imgs/*.jpg" \
-        --output out/ --opts MODEL.WEIGHTS output/shapes/dh_ext/model_final.pth
+        clip.mp4 --output out/ --opts MODEL.WEIGHTS output/shapes/dh_ext/model_final.pth
 """
 import argparse
 import glob
@@ -23,15 +23,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from train_net import argument_parser, setup  # noqa: E402  (the same config handling as training)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
 def expand_inputs(patterns):
-    """Files, directories (their images, sorted) and glob patterns -> list of image paths."""
+    """Files, directories (their images and videos, sorted) and glob patterns -> list of paths."""
     paths = []
     for pattern in patterns:
         if os.path.isdir(pattern):
             paths += sorted(
-                os.path.join(pattern, f) for f in os.listdir(pattern) if f.lower().endswith(IMAGE_EXTENSIONS)
+                os.path.join(pattern, f)
+                for f in os.listdir(pattern)
+                if f.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
             )
         elif os.path.isfile(pattern):
             paths.append(pattern)
@@ -48,8 +51,8 @@ def expand_inputs(patterns):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--input", nargs="+", required=True, help="images, directories or glob patterns")
-    parser.add_argument("--output", required=True, help="directory for the drawn images")
+    parser.add_argument("--input", nargs="+", required=True, help="images, videos, directories or glob patterns")
+    parser.add_argument("--output", required=True, help="directory for the drawn images and videos")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw boxes scoring at least this")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
@@ -70,23 +73,64 @@ def main(argv=None):
     predictor = DefaultPredictor(cfg)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     paths = expand_inputs(args.input)
+    videos = [p for p in paths if p.lower().endswith(VIDEO_EXTENSIONS)]
+    images = [p for p in paths if p not in videos]
     os.makedirs(args.output, exist_ok=True)
     written = []
-    for path in tqdm.tqdm(paths, desc="demo", disable=len(paths) < 2):
+    for path in tqdm.tqdm(images, desc="demo", disable=len(images) < 2):
         image = cv2.imread(path)
         if image is None:
             raise ValueError(f"Cannot read image {path!r} (missing, truncated or not an image)")
         start = time.perf_counter()
         instances = predictor(image)["instances"].to("cpu")
         elapsed = time.perf_counter() - start
-        visual = Visualizer(image[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE).draw_instance_predictions(
-            instances
-        )
         out_path = os.path.join(args.output, os.path.basename(path))
-        cv2.imwrite(out_path, visual.get_image()[:, :, ::-1])
+        cv2.imwrite(out_path, draw(image, instances, metadata))
         logger.info(f"{path}: {len(instances)} detections in {elapsed * 1000:.1f} ms -> {out_path}")
         written.append(out_path)
+    for path in videos:
+        written.append(run_video(predictor, metadata, path, args.output, logger))
     return written
+
+
+def draw(image, instances, metadata):
+    """The BGR image with the predicted boxes drawn by Detectron2's Visualizer."""
+    visual = Visualizer(image[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
+    return visual.draw_instance_predictions(instances).get_image()[:, :, ::-1]
+
+
+def run_video(predictor, metadata, path, output_dir, logger):
+    """Draws the detections on every frame of a video into <output_dir>/<name>.mp4, with a
+    progress bar showing each frame's inference time; returns the written path."""
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise ValueError(f"Cannot open video {path!r} (missing, truncated or an unsupported codec)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+    writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise OSError(f"Cannot write {out_path!r}: this OpenCV build has no mp4v encoder")
+    times = []
+    with tqdm.tqdm(total=num_frames if num_frames > 0 else None, desc=os.path.basename(path), unit="frame") as bar:
+        ok, frame = capture.read()
+        while ok:
+            start = time.perf_counter()
+            instances = predictor(frame)["instances"].to("cpu")
+            times.append(time.perf_counter() - start)
+            writer.write(draw(frame, instances, metadata))
+            bar.set_postfix(ms=f"{times[-1] * 1000:.0f}")
+            bar.update()
+            ok, frame = capture.read()
+    capture.release()
+    writer.release()
+    if not times:
+        raise ValueError(f"Video {path!r} has no readable frame")
+    logger.info(
+        f"{path}: {len(times)} frames, {1000 * sum(times) / len(times):.1f} ms per frame on average -> {out_path}"
+    )
+    return out_path
 
 
 if __name__ == "__main__":
