@@ -79,7 +79,8 @@ def test_evaluation_gathers_the_detections_of_both_ranks(ddp_run):
     with open(os.path.join(out, "log.txt.rank1")) as f:
         rank1_log = f.read()
     assert "Start inference on 3 batches" in main_log and "Start inference on 2 batches" in rank1_log
-    predictions = torch.load(os.path.join(out, "inference", "tiny_val", "instances_predictions.pth"), weights_only=False)
+    predictions_file = os.path.join(out, "inference", "tiny_val", "instances_predictions.pth")
+    predictions = torch.load(predictions_file, weights_only=False)
     assert sorted(p["image_id"] for p in predictions) == list(range(1, NUM_VAL_IMAGES + 1))
     assert "bbox/AP90" in _jsonl(os.path.join(out, "metrics.json"))[-1]
 

@@ -109,6 +109,8 @@ def run_video(predictor, metadata, path, output_dir, logger):
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
     num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".mp4")
+    if os.path.abspath(out_path) == os.path.abspath(path):
+        raise ValueError(f"--output would overwrite the input video {path!r}: choose another directory")
     writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise OSError(f"Cannot write {out_path!r}: this OpenCV build has no mp4v encoder")
