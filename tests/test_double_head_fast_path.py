@@ -118,12 +118,12 @@ def test_double_fast_path_gives_the_full_path_detections(trained):
 
 def test_fast_path_without_any_proposal_left(trained):
     model, inputs = trained
-    fc_predictor = model.roi_heads.box_predictors["fc"]
-    fc_predictor.test_score_thresh = 1.0  # no fc probability reaches it
+    predictor = model.roi_heads.box_predictors["conv"]  # its threshold is the one applied
+    predictor.test_score_thresh = 1.0  # no fc probability reaches it
     try:
         detections, rois = _run(model, inputs, test_mode="double")
     finally:
-        fc_predictor.test_score_thresh = 0.05
+        predictor.test_score_thresh = 0.05
     assert rois["conv"] == 0 and all(len(d) == 0 for d in detections)
 
 

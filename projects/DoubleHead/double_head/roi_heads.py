@@ -217,7 +217,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
         `self.test_mode`; 0: every proposal.
         """
         if self.test_mode == "double" and self.fast_path:
-            return self.box_predictors["fc"].test_score_thresh
+            # the threshold detect() applies: the box regressor's
+            return self.box_predictors["conv"].test_score_thresh
         if self.test_mode == "fused":
             return self.fused_prefilter_thresh
         return 0.0
