@@ -20,6 +20,9 @@ REQUIRED = {
     "pycocotools": "COCO evaluation",
     "cv2": "opencv-python-headless, image IO",
     "yacs": "configs",
+    "tensorboard": "training event files",
+    "matplotlib": "analysis plots",
+    "tqdm": "progress bars",
     "pytest": "the test suite",
 }
 # Packages this checkout provides; each must resolve to a file inside this checkout.
