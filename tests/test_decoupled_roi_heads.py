@@ -245,3 +245,25 @@ def test_inference_applies_every_stage_in_order(test_stage):
     expected = _expected_refinement(boxes, stage_deltas, test_stage or 3)
     got = result.pred_boxes.tensor[result.pred_boxes.tensor[:, 0].argsort()]
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_batch_size_normalizer_divides_by_the_padded_sample():
+    """REG_LOSS_NORMALIZER batch_size: sum / (REG_BATCH_SIZE_PER_IMAGE x images), as the authors'
+    zero-padded sample; num_samples: sum / sampled positives."""
+    losses = {}
+    for normalizer in ("num_samples", "batch_size"):
+        cfg = _cfg(num_stages=1)
+        cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = normalizer
+        heads = _build(cfg).train()
+        with EventStorage() as storage:
+            torch.manual_seed(3)
+            losses[normalizer] = heads(
+                None, _features(1), [_packed_proposals(PROPOSALS, PROPOSALS)], [_targets(GT, [0, 2])]
+            )[1]["loss_box_reg_s1"]
+            num_positives = storage.history("decoupled/num_reg_samples_s1").latest()
+    # Two proposals and both ground-truth boxes reach IoU 0.5; the cap is 16 RoIs per image.
+    assert num_positives == 4
+    assert torch.allclose(losses["batch_size"], losses["num_samples"] * num_positives / 16)
+    with pytest.raises(ValueError, match="MODEL.DECOUPLED.REG_LOSS_NORMALIZER"):
+        cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "mean"
+        _build(cfg)

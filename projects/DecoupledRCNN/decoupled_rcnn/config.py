@@ -36,6 +36,9 @@ def add_decoupled_rcnn_config(cfg):
     _C.MODEL.DECOUPLED.REG_LOSS_TYPE = "l1"
     # Beta of the smooth-L1 loss; used only when REG_LOSS_TYPE is "smooth_l1".
     _C.MODEL.DECOUPLED.SMOOTH_L1_BETA = 1.0
+    # Divisor of each stage's summed regression loss: "num_samples" = its sampled positives;
+    # "batch_size" = REG_BATCH_SIZE_PER_IMAGE x images (the authors' zero-padded sample).
+    _C.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "num_samples"
     # Regression stage whose boxes are output at test time; 0 = the last one.
     _C.MODEL.DECOUPLED.TEST_STAGE = 0
 

@@ -23,6 +23,9 @@ from .sampling import sample_regression_proposals
 __all__ = ["DecoupledROIHeads"]
 
 
+# Divisors of a stage's summed regression loss (MODEL.DECOUPLED.REG_LOSS_NORMALIZER).
+REG_LOSS_NORMALIZERS = ("num_samples", "batch_size")
+
 @ROI_HEADS_REGISTRY.register()
 class DecoupledROIHeads(StandardROIHeads):
     """
@@ -53,6 +56,7 @@ class DecoupledROIHeads(StandardROIHeads):
         reg_batch_size_per_image: int,
         reg_loss_weights: List[float],
         smooth_l1_beta: float,
+        reg_loss_normalizer: str = "num_samples",
         test_stage: int,
         test_score_thresh: float,
         test_nms_thresh: float,
@@ -70,6 +74,9 @@ class DecoupledROIHeads(StandardROIHeads):
             reg_loss_weights (list[float]): per stage, the weight of its regression loss
                 (the stage weight times lambda of Eq. 8).
             smooth_l1_beta (float): beta of the smooth-L1 regression loss; 0 gives L1.
+            reg_loss_normalizer (str): what divides a stage's summed regression loss:
+                "num_samples", its number of sampled positives; "batch_size",
+                ``reg_batch_size_per_image`` x images, the authors' zero-padded sample.
             test_stage (int): 1-based stage whose boxes are output at inference.
             test_score_thresh, test_nms_thresh, test_topk_per_image: as in
                 :func:`fast_rcnn_inference`.
@@ -86,6 +93,12 @@ class DecoupledROIHeads(StandardROIHeads):
         self.reg_batch_size_per_image = reg_batch_size_per_image
         self.reg_loss_weights = reg_loss_weights
         self.smooth_l1_beta = smooth_l1_beta
+        if reg_loss_normalizer not in REG_LOSS_NORMALIZERS:
+            raise ValueError(
+                f"MODEL.DECOUPLED.REG_LOSS_NORMALIZER must be one of {REG_LOSS_NORMALIZERS}, "
+                f"got {reg_loss_normalizer!r}"
+            )
+        self.reg_loss_normalizer = reg_loss_normalizer
         self.test_stage = test_stage
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
@@ -132,6 +145,7 @@ class DecoupledROIHeads(StandardROIHeads):
                 "reg_batch_size_per_image": d.REG_BATCH_SIZE_PER_IMAGE,
                 "reg_loss_weights": [d.REG_LOSS_LAMBDA * w for w in d.REG_STAGE_LOSS_WEIGHTS],
                 "smooth_l1_beta": 0.0 if d.REG_LOSS_TYPE == "l1" else d.SMOOTH_L1_BETA,
+                "reg_loss_normalizer": d.REG_LOSS_NORMALIZER,
                 "test_stage": d.TEST_STAGE or d.NUM_REG_STAGES,
                 "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
                 "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
@@ -225,8 +239,8 @@ class DecoupledROIHeads(StandardROIHeads):
             targets (list[Instances]): per image, the ground truth.
 
         Returns:
-            dict: "loss_box_reg_s{k}" for k = 1..S, weighted, normalised by the stage's number
-            of sampled RoIs; exactly zero for a stage without any.
+            dict: "loss_box_reg_s{k}" for k = 1..S, weighted, normalised as
+            ``reg_loss_normalizer`` says; exactly zero for a stage without any sampled RoI.
         """
         losses = {}
         for stage in range(self.num_reg_stages):
@@ -241,9 +255,11 @@ class DecoupledROIHeads(StandardROIHeads):
             )
             # An empty sample sums to a zero that is still connected to the stage's parameters.
             loss = smooth_l1_loss(deltas, gt_deltas, self.smooth_l1_beta, reduction="sum")
-            losses[f"loss_box_reg_s{stage + 1}"] = (
-                loss / max(len(deltas), 1) * self.reg_loss_weights[stage]
-            )
+            if self.reg_loss_normalizer == "batch_size":
+                normalizer = self.reg_batch_size_per_image * len(proposals)
+            else:
+                normalizer = max(len(deltas), 1)
+            losses[f"loss_box_reg_s{stage + 1}"] = loss / normalizer * self.reg_loss_weights[stage]
             if stage + 1 < self.num_reg_stages:
                 # The next stage trains on these boxes, as fixed proposals (no gradient).
                 proposals = self._refine(proposals, deltas.detach(), stage)
