@@ -15,9 +15,9 @@ _GROUP_TITLES = {
     "size/small": "small objects",
     "size/medium": "medium objects",
     "size/large": "large objects",
-    "difficulty/hard": "hard classes (lowest AP third)",
+    "difficulty/hard": "hard classes (lowest AP)",
     "difficulty/medium": "medium classes",
-    "difficulty/easy": "easy classes (highest AP third)",
+    "difficulty/easy": "easy classes (highest AP)",
 }
 
 
@@ -71,8 +71,8 @@ def plot_proposal_curves(
         reg_ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="no regression")
         group_title = _GROUP_TITLES.get(group, group)
         num_gt = next(iter(summaries.values()))["groups"][group]["num_gt"]
-        score_ax.set_title(f"classification score, {group_title} ({num_gt} boxes)", fontsize=9)
-        reg_ax.set_title(f"regressed box, {group_title}", fontsize=9)
+        score_ax.set_title(f"classification: {group_title} ({num_gt} boxes)", fontsize=9)
+        reg_ax.set_title(f"localization: {group_title}", fontsize=9)
         score_ax.set_ylabel("score of the ground-truth class")
         reg_ax.set_ylabel("IoU of the regressed box")
         for ax in (score_ax, reg_ax):
