@@ -9,7 +9,7 @@ deltas; :mod:`.statistics` turns these into per-bin curves and correlations.
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ def collect_proposal_records(
     batch_size: int = 1024,
     seed: int = 0,
     num_bins: int = NUM_BINS,
-    progress: Optional[bool] = True,
+    progress: bool = True,
 ) -> ProposalRecords:
     """
     Run every head of `model` (a GeneralizedRCNN in eval mode) on sliding windows around each
