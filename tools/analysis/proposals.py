@@ -135,7 +135,7 @@ class ProposalRecords:
     proposal_iou: np.ndarray  # (P,) IoU of the window with its ground-truth box
     gt_index: np.ndarray  # (P,) the window's ground-truth box, in [0, G)
     gt_class: np.ndarray  # (G,) contiguous class id
-    gt_area: np.ndarray  # (G,) area in the original image, for the COCO size groups
+    gt_area: np.ndarray  # (G,) annotation "area" or box area (original image): COCO size groups
     scores: Dict[str, np.ndarray]  # head -> (P,) probability of the box's class
     reg_ious: Dict[str, np.ndarray]  # head -> (P,) IoU of the regressed window with the box
 
