@@ -267,3 +267,33 @@ def test_batch_size_normalizer_divides_by_the_padded_sample():
     with pytest.raises(ValueError, match="MODEL.DECOUPLED.REG_LOSS_NORMALIZER"):
         cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "mean"
         _build(cfg)
+
+
+def test_fast_path_gives_the_full_paths_detections_on_fewer_rois():
+    """FAST_PATH regresses only proposals whose best foreground score reaches the test threshold;
+    the detections (boxes, scores, classes) equal those of regressing every proposal."""
+    heads = _build(_cfg()).eval()
+    torch.manual_seed(4)
+    with torch.no_grad():  # spread the scores so that the threshold splits the proposals
+        heads.box_predictor.weight.normal_(std=0.5)
+    xy = torch.rand(2, 40, 2) * 90
+    wh = torch.rand(2, 40, 2) * 30 + 8
+    proposals = [Instances(IMAGE_SIZE, proposal_boxes=Boxes(torch.cat([b[0], b[0] + b[1]], 1)))
+                 for b in zip(xy, wh)]
+    seen = []
+    heads.reg_heads[0].register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
+    results = {}
+    with torch.no_grad():
+        features = _features(2)
+        scores = torch.softmax(heads._classify(heads.box_pooler(
+            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals])), -1)
+        heads.test_score_thresh = float(scores[:, :-1].max(1).values.median())
+        for fast in (False, True):
+            heads.fast_path = fast
+            results[fast] = heads(None, features, proposals)[0]
+    assert seen[0] == 80 and 0 < seen[1] < 80
+    for full, fast in zip(results[False], results[True]):
+        assert len(full) > 0
+        assert torch.equal(full.pred_classes, fast.pred_classes)
+        assert torch.equal(full.scores, fast.scores)
+        assert torch.allclose(full.pred_boxes.tensor, fast.pred_boxes.tensor, atol=1e-5)

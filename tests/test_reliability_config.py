@@ -65,6 +65,7 @@ CASES = [
     (DRCNN, [(S + "REG_LOSS_LAMBDA", "-0.5")], S + "REG_LOSS_LAMBDA", ">= 0"),
     (DRCNN, [(S + "REG_LOSS_TYPE", "'giou'")], S + "REG_LOSS_TYPE", "'l1' or 'smooth_l1'"),
     (DRCNN, [(S + "REG_LOSS_NORMALIZER", "'mean'")], S + "REG_LOSS_NORMALIZER", "num_samples"),
+    (DRCNN, [(S + "FAST_PATH", "'yes'")], S + "FAST_PATH", "<class 'bool'>"),
     (DRCNN, [(S + "SMOOTH_L1_BETA", "-1.0")], S + "SMOOTH_L1_BETA", ">= 0"),
     (DRCNN, [(S + "TEST_STAGE", "4")], S + "TEST_STAGE", "[0, NUM_REG_STAGES=3]"),
     (DRCNN, [("MODEL.PROPOSAL_GENERATOR.NAME", "'RPN'")], "MODEL.PROPOSAL_GENERATOR.NAME", "'DecoupledRPN'"),

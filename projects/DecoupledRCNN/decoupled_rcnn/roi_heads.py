@@ -58,6 +58,7 @@ class DecoupledROIHeads(StandardROIHeads):
         smooth_l1_beta: float,
         reg_loss_normalizer: str = "num_samples",
         test_stage: int,
+        fast_path: bool = True,
         test_score_thresh: float,
         test_nms_thresh: float,
         test_topk_per_image: int,
@@ -78,6 +79,9 @@ class DecoupledROIHeads(StandardROIHeads):
                 "num_samples", its number of sampled positives; "batch_size",
                 ``reg_batch_size_per_image`` x images, the authors' zero-padded sample.
             test_stage (int): 1-based stage whose boxes are output at inference.
+            fast_path (bool): at inference, regress only the proposals whose best foreground
+                score reaches ``test_score_thresh``: the others cannot be detected, since the
+                scores come from the classifier alone, so the detections are unchanged.
             test_score_thresh, test_nms_thresh, test_topk_per_image: as in
                 :func:`fast_rcnn_inference`.
             kwargs: arguments of :class:`StandardROIHeads`; its ``box_head`` and
@@ -100,6 +104,7 @@ class DecoupledROIHeads(StandardROIHeads):
             )
         self.reg_loss_normalizer = reg_loss_normalizer
         self.test_stage = test_stage
+        self.fast_path = fast_path
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
@@ -147,6 +152,7 @@ class DecoupledROIHeads(StandardROIHeads):
                 "smooth_l1_beta": 0.0 if d.REG_LOSS_TYPE == "l1" else d.SMOOTH_L1_BETA,
                 "reg_loss_normalizer": d.REG_LOSS_NORMALIZER,
                 "test_stage": d.TEST_STAGE or d.NUM_REG_STAGES,
+                "fast_path": d.FAST_PATH,
                 "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
                 "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
                 "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
@@ -277,6 +283,12 @@ class DecoupledROIHeads(StandardROIHeads):
         features = [features[f] for f in self.box_in_features]
         pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
         scores = F.softmax(self._classify(pooled), dim=-1)
+        if self.fast_path:
+            # fast_rcnn_inference keeps scores > test_score_thresh: the others need no box.
+            keep = scores[:, :-1].max(dim=1).values >= self.test_score_thresh
+            keep_per_image = keep.split([len(p) for p in proposals])
+            proposals = [p[k] for p, k in zip(proposals, keep_per_image)]
+            scores, pooled = scores[keep], pooled[keep]
         pred_classes = scores[:, :-1].argmax(dim=1)
         for stage in range(self.test_stage):
             if stage > 0:
