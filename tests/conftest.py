@@ -30,6 +30,31 @@ TINY_OPTS = [
 ]
 
 
+# Narrows a Double-Head shapes config to a model that runs in milliseconds on the CPU.
+TINY_DOUBLE_HEAD_OPTS = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.FPN.OUT_CHANNELS", 32,
+    "MODEL.DOUBLE_HEAD.CONV_HEAD.CONV_DIM", 32,
+    "MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_DIM", 16,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64,
+]
+
+
+def tiny_double_head_cfg(config="configs/shapes/dh_ext.yaml", opts=()):
+    """`config` with the project's keys, shrunk by TINY_DOUBLE_HEAD_OPTS, then `opts`."""
+    from detectron2.config import get_cfg
+
+    from detcommon import add_common_config
+    from double_head import add_doublehead_config
+
+    cfg = get_cfg()
+    add_common_config(cfg)
+    add_doublehead_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, config))
+    cfg.merge_from_list([*TINY_DOUBLE_HEAD_OPTS, *opts])
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def shapes_root():
     return os.environ["SHAPES_DATASET_DIR"]

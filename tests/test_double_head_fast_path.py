@@ -1,41 +1,28 @@
 """Double-Head inference fast paths: only the mode's branches, the conv branch on the proposals
 the fc scores let through, and the same detections as the full path."""
 
-import os
-
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from detcommon import add_common_config
-from double_head import DoubleHeadConvHead, add_doublehead_config
+from conftest import tiny_double_head_cfg
+from double_head import DoubleHeadConvHead
 
 torch.set_num_threads(1)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cfg(*opts):
     """configs/shapes/dh_ext.yaml narrowed to a model that trains in seconds on 128 px images."""
-    cfg = get_cfg()
-    add_common_config(cfg)
-    add_doublehead_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs/shapes/dh_ext.yaml"))
-    cfg.merge_from_list(
-        ["MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-         "MODEL.DOUBLE_HEAD.CONV_HEAD.CONV_DIM", 32,
-         "MODEL.DOUBLE_HEAD.CONV_HEAD.BOTTLENECK_DIM", 16,
-         "MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_DIM", 16, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64,
-         "MODEL.RPN.POST_NMS_TOPK_TEST", 100, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64,
-         "INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MAX_SIZE_TRAIN", 160,
-         "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 160, *opts]
-    )  # fmt: skip
-    return cfg
+    return tiny_double_head_cfg(opts=[
+        "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.DOUBLE_HEAD.CONV_HEAD.BOTTLENECK_DIM", 16,
+        "MODEL.RPN.POST_NMS_TOPK_TEST", 100, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 64,
+        "INPUT.MIN_SIZE_TRAIN", (128,), "INPUT.MAX_SIZE_TRAIN", 160,
+        "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 160, *opts,
+    ])  # fmt: skip
 
 
 @pytest.fixture(scope="module")

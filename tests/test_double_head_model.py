@@ -20,7 +20,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.utils.testing import assert_instances_allclose
 
-from conftest import TINY_OPTS, run_train_net
+from conftest import TINY_OPTS, run_train_net, tiny_double_head_cfg
 from detcommon import add_common_config
 from double_head import (
     DoubleHeadConvHead,
@@ -39,20 +39,12 @@ MODES = ["conv", "fc", "double", "fused"]
 
 def _cfg(config="configs/shapes/dh_ext.yaml", opts=()):
     """A shapes config, shrunk to a model that runs in milliseconds on the CPU."""
-    cfg = get_cfg()
-    add_common_config(cfg)
-    add_doublehead_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, config))
-    cfg.merge_from_list(
-        ["MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 32,
-         "MODEL.DOUBLE_HEAD.CONV_HEAD.CONV_DIM", 32,
-         "MODEL.DOUBLE_HEAD.CONV_HEAD.BOTTLENECK_DIM", 8,
-         "MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_DIM", 16, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64,
-         "MODEL.RPN.POST_NMS_TOPK_TEST", 32, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
-         "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96, "TEST.DETECTIONS_PER_IMAGE", 10,
-         *opts]
-    )  # fmt: skip
-    return cfg
+    return tiny_double_head_cfg(config, [
+        "MODEL.ROI_BOX_HEAD.FC_DIM", 32, "MODEL.DOUBLE_HEAD.CONV_HEAD.BOTTLENECK_DIM", 8,
+        "MODEL.RPN.POST_NMS_TOPK_TEST", 32, "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32,
+        "INPUT.MIN_SIZE_TEST", 64, "INPUT.MAX_SIZE_TEST", 96, "TEST.DETECTIONS_PER_IMAGE", 10,
+        *opts,
+    ])  # fmt: skip
 
 
 def _inputs(with_targets=True):
