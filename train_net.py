@@ -12,6 +12,7 @@ Without CUDA everything runs on the CPU; `--num-gpus N` then starts N processes 
 import os
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -22,7 +23,7 @@ from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
 from detcommon.checkpoint import use_atomic_checkpointer
 from detcommon.data import CheckedDatasetMapper
-from detcommon.engine import cpu_ddp_without_device_ids, default_device, register_datasets
+from detcommon.engine import cpu_ddp_without_device_ids, register_datasets
 from detcommon.monitor import watch_losses
 from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
@@ -82,7 +83,7 @@ def setup(args):
     cfg.merge_from_file(args.config_file)
     cfg.DATASETS.REGISTER_COCO = list(cfg.DATASETS.REGISTER_COCO) + [list(d) for d in args.dataset]
     cfg.merge_from_list(args.opts)
-    if default_device() == "cpu":
+    if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     validate_config(cfg)
     cfg.freeze()
@@ -110,10 +111,7 @@ def main(args):
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        results = Trainer.test(cfg, model)
-        if comm.is_main_process():
-            return results
-        return None
+        return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -4,26 +4,24 @@ import logging
 from unittest import mock
 
 import detectron2.utils.comm as comm
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import defaults
 
 from .datasets import DatasetFormatError, register_coco_dataset, register_shapes
-from .validation import check_register_coco
 
-__all__ = ["register_datasets", "cpu_ddp_without_device_ids", "default_device"]
+__all__ = ["register_datasets", "cpu_ddp_without_device_ids"]
 
 logger = logging.getLogger(__name__)
 
 
 def register_datasets(cfg):
-    """Registers the datasets a config needs and checks them before anything trains.
+    """Registers the datasets a config needs and checks them before anything trains
+    (DATASETS.REGISTER_COCO's entries are checked in shape by validate_config first).
 
     Raises ValueError when a dataset of DATASETS.TRAIN/TEST is unknown, and when the number of
     classes of a dataset differs from MODEL.ROI_HEADS.NUM_CLASSES.
     """
     register_shapes(cfg.DATASETS.SHAPES_ROOT or None)
-    check_register_coco(cfg.DATASETS.REGISTER_COCO)
     for entry in cfg.DATASETS.REGISTER_COCO:
         try:
             register_coco_dataset(*entry)
@@ -62,7 +60,3 @@ def cpu_ddp_without_device_ids():
     with mock.patch.object(defaults, "create_ddp_model", _create_ddp_model):
         yield
 
-
-def default_device():
-    """"cuda" when a GPU is visible, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"

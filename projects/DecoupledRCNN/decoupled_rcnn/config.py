@@ -1,5 +1,7 @@
 """Config keys of Decoupled R-CNN (Wang et al.), all under MODEL.DECOUPLED."""
 
+import numbers
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config"]
@@ -72,8 +74,19 @@ def check_decoupled_rcnn_config(cfg):
                 f"MODEL.DECOUPLED.{key} has {len(d[key])} entries but "
                 f"MODEL.DECOUPLED.NUM_REG_STAGES is {num_stages}"
             )
-    if any(len(w) != 4 for w in d.REG_STAGE_BBOX_REG_WEIGHTS):
-        raise ValueError("MODEL.DECOUPLED.REG_STAGE_BBOX_REG_WEIGHTS: each entry needs 4 weights")
+    for i, weights in enumerate(d.REG_STAGE_BBOX_REG_WEIGHTS):
+        if len(weights) != 4 or not all(isinstance(w, numbers.Real) and w > 0 for w in weights):
+            raise ValueError(
+                f"MODEL.DECOUPLED.REG_STAGE_BBOX_REG_WEIGHTS[{i}] must be 4 positive numbers "
+                f"(wx, wy, ww, wh), got {weights!r}"
+            )
+    for i, weight in enumerate(d.REG_STAGE_LOSS_WEIGHTS):
+        if not isinstance(weight, numbers.Real) or weight < 0:
+            raise ValueError(
+                f"MODEL.DECOUPLED.REG_STAGE_LOSS_WEIGHTS[{i}] must be a number >= 0, got {weight!r}"
+            )
+    if d.SMOOTH_L1_BETA < 0:
+        raise ValueError(f"MODEL.DECOUPLED.SMOOTH_L1_BETA must be >= 0, got {d.SMOOTH_L1_BETA}")
     if not 0 <= d.TEST_STAGE <= num_stages:
         raise ValueError(
             f"MODEL.DECOUPLED.TEST_STAGE must be in [0, NUM_REG_STAGES={num_stages}] "

@@ -123,8 +123,8 @@ class DoubleHeadConvHead(nn.Sequential):
         super().__init__()
         if not 0 <= num_nonlocal <= num_bottlenecks:
             raise ValueError(
-                f"DoubleHeadConvHead places one non-local block before a bottleneck: "
-                f"num_nonlocal must be in [0, num_bottlenecks={num_bottlenecks}], "
+                f"{_KEY}NUM_NONLOCAL (num_nonlocal: one non-local block before each of the first "
+                f"bottlenecks) must be in [0, {_KEY}NUM_BOTTLENECKS={num_bottlenecks}], "
                 f"got {num_nonlocal}"
             )
         self.add_module(
@@ -152,6 +152,7 @@ class DoubleHeadConvHead(nn.Sequential):
     @classmethod
     def from_config(cls, cfg, input_shape):
         head = cfg.MODEL.DOUBLE_HEAD.CONV_HEAD
+        _check_conv_head_config(head)
         return {
             "input_shape": input_shape,
             "conv_dim": head.CONV_DIM,
@@ -171,3 +172,33 @@ class DoubleHeadConvHead(nn.Sequential):
             ShapeSpec: the output feature shape
         """
         return ShapeSpec(channels=self._output_size)
+
+
+_KEY = "MODEL.DOUBLE_HEAD.CONV_HEAD."
+# The names detectron2.layers.get_norm accepts ("" = no normalization).
+_NORMS = ("", "BN", "SyncBN", "FrozenBN", "GN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N", "LN")
+
+
+def _check_conv_head_config(head):
+    """Raises ValueError naming the MODEL.DOUBLE_HEAD.CONV_HEAD key of a bad size or norm."""
+    for key, minimum in (
+        ("CONV_DIM", 1), ("BOTTLENECK_DIM", 1), ("NUM_BOTTLENECKS", 0), ("NONLOCAL_DIM", 1),
+        ("NONLOCAL_GROUPS", 1),
+    ):  # fmt: skip
+        value = head[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{_KEY}{key} must be an integer >= {minimum}, got {value!r}")
+    if head.NUM_NONLOCAL and head.NONLOCAL_DIM % head.NONLOCAL_GROUPS:
+        raise ValueError(
+            f"{_KEY}NONLOCAL_DIM ({head.NONLOCAL_DIM}) must be a multiple of "
+            f"{_KEY}NONLOCAL_GROUPS ({head.NONLOCAL_GROUPS})"
+        )
+    if head.NORM not in _NORMS:
+        raise ValueError(f"{_KEY}NORM must be one of {list(_NORMS)}, got {head.NORM!r}")
+    if head.NORM == "GN":
+        for key in ("CONV_DIM", "BOTTLENECK_DIM", "NONLOCAL_DIM"):
+            if head[key] % 32:
+                raise ValueError(
+                    f"{_KEY}NORM 'GN' uses 32 groups: {_KEY}{key} must be a multiple of 32, "
+                    f"got {head[key]}"
+                )

@@ -6,7 +6,7 @@ RPN and both heads run once per image, and each mode's detections go to an evalu
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
