@@ -10,6 +10,7 @@
 Without CUDA everything runs on the CPU; `--num-gpus N` then starts N processes over gloo.
 """
 import os
+import weakref
 
 import detectron2.utils.comm as comm
 import torch
@@ -21,23 +22,29 @@ from detectron2.utils.logger import setup_logger
 
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
-from detcommon.checkpoint import use_atomic_checkpointer
+from detcommon.checkpoint import AtomicCheckpointer
 from detcommon.data import CheckedDatasetMapper
 from detcommon.engine import cpu_ddp_without_device_ids, register_datasets
-from detcommon.monitor import watch_losses
+from detcommon.monitor import log_rank_losses
 from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with COCO evaluation that reports AP50-AP90, DDP on CPU workers, crash-safe
-    checkpoints, a stop on the first non-finite loss, and image-reading errors that name the file."""
+    checkpoints, and image-reading errors that name the file."""
 
     def __init__(self, cfg):
         with cpu_ddp_without_device_ids():
             super().__init__(cfg)
-        use_atomic_checkpointer(self)
-        watch_losses(self._trainer.model)
+        log_rank_losses(self._trainer.model)
+
+    def build_hooks(self):
+        # DefaultTrainer builds its checkpointer, then the hooks that save through it.
+        self.checkpointer = AtomicCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        return super().build_hooks()
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -94,7 +101,8 @@ def setup(args):
     return cfg
 
 
-def _check_weights_for_eval(cfg):
+def check_weights_for_eval(cfg):
+    """Refuses empty or missing MODEL.WEIGHTS: evaluating random weights is never meant."""
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         raise ValueError("--eval-only needs trained weights: pass MODEL.WEIGHTS path/to/model_final.pth")
@@ -106,7 +114,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         if not args.resume:
-            _check_weights_for_eval(cfg)
+            check_weights_for_eval(cfg)
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume

@@ -11,10 +11,11 @@ import glob
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import hooks
+import torch
 
-__all__ = ["AtomicCheckpointer", "atomic_open", "use_atomic_checkpointer"]
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["AtomicCheckpointer", "atomic_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +78,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
 
     def save(self, name, **kwargs):
         if self.save_dir and self.save_to_disk:
-            state = self.model.state_dict()
-            bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+            floats = {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+            finite = torch.stack([v.isfinite().all() for v in floats.values()]).tolist()  # one sync
+            bad = [k for k, ok in zip(floats, finite) if not ok]
             if bad:
                 raise FloatingPointError(
                     f"Not saving checkpoint {name}: the model holds NaN/inf in {', '.join(bad[:5])}"
@@ -87,16 +89,3 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 )
         super().save(name, **kwargs)
 
-
-def use_atomic_checkpointer(trainer):
-    """Replaces a built DefaultTrainer's checkpointer by an :class:`AtomicCheckpointer` with the
-    same model, directory and checkpointables, and points its PeriodicCheckpointer hook at it."""
-    old = trainer.checkpointer
-    trainer.checkpointer = AtomicCheckpointer(
-        old.model, old.save_dir, save_to_disk=old.save_to_disk, **old.checkpointables
-    )
-    periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
-    if old.save_to_disk and len(periodic) != 1:
-        raise RuntimeError(f"Expected one PeriodicCheckpointer hook on the main process, got {len(periodic)}")
-    for hook in periodic:
-        hook.checkpointer = trainer.checkpointer

@@ -243,7 +243,7 @@ def test_decoupled_heads_are_all_fc_heads(tiny):
         ("dh_ext", "fc-sensitivity", ["--head", "conv"],
          "no fc-head (FastRCNNConvFCHead with an fc layer) named 'conv'; it has ['fc']"),
         ("dh_ext", "proposals", ["--weights", "/nonexistent/model.pth"],
-         "Weights '/nonexistent/model.pth' do not exist"),
+         "MODEL.WEIGHTS '/nonexistent/model.pth' does not exist"),
         ("dh_ext", "proposals", ["--dataset", "nope"], "Dataset 'nope' is not registered"),
     ],
 )  # fmt: skip

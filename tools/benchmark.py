@@ -272,8 +272,10 @@ def count_gflops(cfg, num_proposals: int, width: int, height: int) -> float:
     """fvcore GFLOPs of :class:`FixedProposalInference`, every head on every proposal."""
     cfg = cfg.clone()
     cfg.defrost()
+    # Fast paths skip boxes by score; random weights would make the count arbitrary.
     cfg.MODEL.DOUBLE_HEAD.FAST_PATH = False
     cfg.MODEL.DOUBLE_HEAD.FUSED_PREFILTER_THRESH = 0.0
+    cfg.MODEL.DECOUPLED.FAST_PATH = False
     model = FixedProposalInference(build_model(cfg)).eval()
     device = torch.device(cfg.MODEL.DEVICE)
     image = torch.rand(3, height, width, device=device) * 255

@@ -23,6 +23,7 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLaye
 from detectron2.structures import Boxes, Instances
 
 from decoupled_rcnn import DecoupledROIHeads
+from decoupled_rcnn.roi_heads import select_class_boxes
 from double_head import DoubleHeadConvHead, DoubleHeadROIHeads
 from double_head.outputs import TEST_MODES, fuse_scores
 
@@ -97,13 +98,6 @@ def conv_heads(roi_heads: nn.Module) -> Dict[str, DoubleHeadConvHead]:
     }
 
 
-def _for_class(boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """(R, 4K) class-specific or (R, 4) class-agnostic boxes -> (R, 4) boxes of `classes` (R,)."""
-    if boxes.shape[1] == 4:
-        return boxes
-    return boxes.unflatten(1, (-1, 4))[torch.arange(len(boxes), device=boxes.device), classes]
-
-
 def _class_prob(probs: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """(R, K + 1) probabilities -> (R,) probability of `classes` (R,)."""
     return probs.gather(1, classes[:, None])[:, 0]
@@ -116,7 +110,7 @@ def _standard(roi_heads, features, proposals, classes) -> Dict[str, HeadOutput]:
     probs = predictor.predict_probs(predictions, proposals)[0]
     boxes = predictor.predict_boxes(predictions, proposals)[0]
     name = _standard_head_name(roi_heads.box_head)
-    return {name: HeadOutput(_class_prob(probs, classes), _for_class(boxes, classes))}
+    return {name: HeadOutput(_class_prob(probs, classes), select_class_boxes(boxes, classes))}
 
 
 def _double_head(roi_heads, features, proposals, classes) -> Dict[str, HeadOutput]:
@@ -129,7 +123,7 @@ def _double_head(roi_heads, features, proposals, classes) -> Dict[str, HeadOutpu
             probs[branch] = predictor.predict_probs((logits, deltas), proposals)[0]
             scores = _class_prob(probs[branch], classes)
         if deltas is not None:
-            boxes = _for_class(predictor.predict_boxes((logits, deltas), proposals)[0], classes)
+            boxes = select_class_boxes(predictor.predict_boxes((logits, deltas), proposals)[0], classes)
         outputs[branch] = HeadOutput(scores, boxes)
     cls_branches, _ = TEST_MODES["fused"]
     if all(b in probs for b in cls_branches):
@@ -142,11 +136,7 @@ def _double_head(roi_heads, features, proposals, classes) -> Dict[str, HeadOutpu
 def _decoupled(roi_heads, features, proposals, classes) -> Dict[str, HeadOutput]:
     pooled = roi_heads.box_pooler(features, [p.proposal_boxes for p in proposals])
     probs = F.softmax(roi_heads._classify(pooled), dim=-1)
-    for stage in range(roi_heads.test_stage):
-        if stage > 0:
-            pooled = roi_heads.box_pooler(features, [p.proposal_boxes for p in proposals])
-        deltas = roi_heads._regress(pooled, stage, classes)
-        proposals = roi_heads._refine(proposals, deltas, stage)
+    proposals = roi_heads.regress_stages(features, proposals, pooled, classes)
     return {
         "classifier": HeadOutput(_class_prob(probs, classes), None),
         "regressor": HeadOutput(None, proposals[0].proposal_boxes.tensor),

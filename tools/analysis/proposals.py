@@ -7,6 +7,7 @@ trained model then scores every window for the box's class and regresses it with
 deltas; :mod:`.statistics` turns these into per-bin curves and correlations.
 """
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
@@ -244,6 +245,10 @@ def evaluate_class_ap(model, cfg, dataset_name: str, dataset_dicts: List[dict]) 
         contiguous class id -> AP (NaN for a class without ground truth).
     """
     loader = build_detection_test_loader(dataset_dicts, mapper=DatasetMapper(cfg, is_train=False))
-    results = inference_on_dataset(model, loader, PaperCOCOEvaluator(dataset_name))["bbox"]
+    evaluator = PaperCOCOEvaluator(dataset_name)
+    # COCOEvaluator scores against every image of the dataset unless told which were run.
+    image_ids = [d["image_id"] for d in dataset_dicts]
+    evaluator.evaluate = functools.partial(evaluator.evaluate, img_ids=image_ids)
+    results = inference_on_dataset(model, loader, evaluator)["bbox"]
     names = MetadataCatalog.get(dataset_name).thing_classes
     return {c: results.get(f"AP-{name}", float("nan")) for c, name in enumerate(names)}

@@ -53,10 +53,10 @@ def binned_mean_std(ious: np.ndarray, values: np.ndarray, num_bins: int = NUM_BI
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation of two (N,) arrays; NaN when either is constant or N < 2."""
-    x = np.asarray(x, dtype=np.float64) - np.mean(x)
-    y = np.asarray(y, dtype=np.float64) - np.mean(y)
-    denominator = np.sqrt(np.dot(x, x) * np.dot(y, y))
-    return float(np.dot(x, y) / denominator) if denominator > 0 else float("nan")
+    if len(x) < 2:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant input: NaN, no warning
+        return float(np.corrcoef(x, y)[0, 1])
 
 
 def size_groups(gt_area: np.ndarray) -> Dict[str, np.ndarray]:

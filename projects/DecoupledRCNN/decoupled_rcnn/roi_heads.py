@@ -20,7 +20,7 @@ from .config import check_decoupled_rcnn_config
 from .rpn import split_decoupled_proposals
 from .sampling import sample_regression_proposals
 
-__all__ = ["DecoupledROIHeads"]
+__all__ = ["DecoupledROIHeads", "select_class_boxes"]
 
 
 # Divisors of a stage's summed regression loss (MODEL.DECOUPLED.REG_LOSS_NORMALIZER).
@@ -200,10 +200,7 @@ class DecoupledROIHeads(StandardROIHeads):
             Tensor: (R, 4) deltas.
         """
         deltas = self.reg_predictors[stage](torch.flatten(self.reg_heads[stage](pooled), 1))
-        if deltas.shape[1] == 4:
-            return deltas
-        rows = torch.arange(len(deltas), device=deltas.device)
-        return deltas.unflatten(1, (-1, 4))[rows, classes]
+        return select_class_boxes(deltas, classes)
 
     def _refine(
         self, proposals: List[Instances], deltas: torch.Tensor, stage: int
@@ -223,6 +220,32 @@ class DecoupledROIHeads(StandardROIHeads):
             boxes_i.clip(p.image_size)
             refined.append(Instances(p.image_size, proposal_boxes=boxes_i))
         return refined
+
+    def regress_stages(
+        self,
+        features: List[torch.Tensor],
+        proposals: List[Instances],
+        pooled: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> List[Instances]:
+        """
+        Inference refinement: stages 1..``test_stage`` in order, stage 1 with the deltas of
+        ``classes``, each later stage on the previous stage's boxes.
+
+        Args:
+            features (list[Tensor]): the pooler's feature maps.
+            proposals (list[Instances]): per image, boxes as "proposal_boxes" (R in all).
+            pooled (Tensor): (R, C, H, W) features of those boxes.
+            classes (Tensor): (R,) class in [0, K) of each box.
+
+        Returns:
+            list[Instances]: per image, the refined boxes as "proposal_boxes".
+        """
+        for stage in range(self.test_stage):
+            if stage > 0:
+                pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            proposals = self._refine(proposals, self._regress(pooled, stage, classes), stage)
+        return proposals
 
     def _classification_loss(
         self, features: List[torch.Tensor], proposals: List[Instances]
@@ -289,11 +312,7 @@ class DecoupledROIHeads(StandardROIHeads):
             keep_per_image = keep.split([len(p) for p in proposals])
             proposals = [p[k] for p, k in zip(proposals, keep_per_image)]
             scores, pooled = scores[keep], pooled[keep]
-        pred_classes = scores[:, :-1].argmax(dim=1)
-        for stage in range(self.test_stage):
-            if stage > 0:
-                pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
-            proposals = self._refine(proposals, self._regress(pooled, stage, pred_classes), stage)
+        proposals = self.regress_stages(features, proposals, pooled, scores[:, :-1].argmax(dim=1))
         num_per_image = [len(p) for p in proposals]
         pred_instances, _ = fast_rcnn_inference(
             [p.proposal_boxes.tensor for p in proposals],
@@ -304,6 +323,13 @@ class DecoupledROIHeads(StandardROIHeads):
             self.test_topk_per_image,
         )
         return pred_instances
+
+
+def select_class_boxes(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """(R, 4K) class-specific or (R, 4) class-agnostic boxes or deltas -> (R, 4) of `classes` (R,)."""
+    if x.shape[1] == 4:
+        return x
+    return x.unflatten(1, (-1, 4))[torch.arange(len(x), device=x.device), classes]
 
 
 def _linear(input_shape: ShapeSpec, out_features: int, std: float) -> nn.Linear:
