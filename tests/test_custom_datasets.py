@@ -1,6 +1,5 @@
 """Users' own COCO-format datasets: registered from the command line, bad files refused early."""
 import json
-import os
 
 import pytest
 

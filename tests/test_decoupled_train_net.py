@@ -23,3 +23,5 @@ def test_two_processes_over_gloo(tmp_path):
     )  # fmt: skip
     assert code == 0, log[-3000:]
     assert "World size: 2" in log
+    assert "DistributedDataParallel over 2 gloo processes" in log
+    assert "iter: 2 " in log  # the last of the 3 iterations was logged

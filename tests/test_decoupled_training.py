@@ -91,6 +91,7 @@ def test_checkpoint_to_default_predictor(cfg, trained, tmp_path):
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model_final")
     cfg = cfg.clone()
     cfg.MODEL.WEIGHTS = str(tmp_path / "model_final.pth")
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # detections to compare, however briefly trained
     predictor = DefaultPredictor(cfg)
     for name, value in model.state_dict().items():
         assert torch.equal(predictor.model.state_dict()[name], value), name
@@ -100,9 +101,7 @@ def test_checkpoint_to_default_predictor(cfg, trained, tmp_path):
     record = DatasetCatalog.get("shapes_val")[0]
     image = read_image(record["file_name"], format=cfg.INPUT.FORMAT)
     instances = predictor(image)["instances"]
-    assert instances.image_size == image.shape[:2]
-    assert {"pred_boxes", "scores", "pred_classes"} <= set(instances.get_fields())
-    assert len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
+    assert 0 < len(instances) <= cfg.TEST.DETECTIONS_PER_IMAGE
 
     # The same weights, run by hand on the predictor's input, give the same detections.
     model.eval()
@@ -112,7 +111,10 @@ def test_checkpoint_to_default_predictor(cfg, trained, tmp_path):
         "height": image.shape[0],
         "width": image.shape[1],
     }
+    thresh, model.roi_heads.test_score_thresh = model.roi_heads.test_score_thresh, 0.0
     with torch.no_grad():
         expected = model([inputs])[0]["instances"]
+    model.roi_heads.test_score_thresh = thresh
     assert torch.allclose(instances.pred_boxes.tensor, expected.pred_boxes.tensor)
+    assert torch.equal(instances.scores, expected.scores)
     assert torch.equal(instances.pred_classes, expected.pred_classes)

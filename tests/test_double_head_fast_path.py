@@ -106,12 +106,13 @@ def test_double_fast_path_gives_the_full_path_detections(trained):
 def test_fast_path_without_any_proposal_left(trained):
     model, inputs = trained
     predictor = model.roi_heads.box_predictors["conv"]  # its threshold is the one applied
-    predictor.test_score_thresh = 1.0  # no fc probability reaches it
+    thresh, predictor.test_score_thresh = predictor.test_score_thresh, 1.0  # none reaches it
     try:
-        detections, rois = _run(model, inputs, test_mode="double")
+        detections, rois = _run(model, inputs, test_mode="double", fast_path=True)
     finally:
-        predictor.test_score_thresh = 0.05
-    assert rois["conv"] == 0 and all(len(d) == 0 for d in detections)
+        predictor.test_score_thresh = thresh
+    assert rois["conv"] == 0  # the conv-head did not run at all
+    assert all(len(d) == 0 for d in detections)
 
 
 @pytest.mark.parametrize("mode, unused", [("fc", "conv"), ("conv", "fc")])

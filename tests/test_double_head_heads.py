@@ -7,7 +7,6 @@ import torch
 
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -223,9 +222,3 @@ def test_fusion_formulas():
     assert torch.allclose(complementary, 1 - (1 - s_fc) * (1 - s_conv))  # Eq. 4
     assert torch.allclose(fuse_scores(s_fc, s_conv, "average"), (s_fc + s_conv) / 2)
     assert torch.equal(fuse_scores(s_fc, s_conv, "max"), torch.where(s_fc > s_conv, s_fc, s_conv))
-
-
-def test_box_regression_weights_default():
-    assert Box2BoxTransform(get_cfg().MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS).weights == (
-        10.0, 10.0, 5.0, 5.0
-    )  # fmt: skip

@@ -213,6 +213,8 @@ def test_single_fc_head_ablation_is_standard_faster_rcnn():
         with EventStorage():
             _, losses = heads(images, features, copy.deepcopy(proposals), targets)
         heads.eval()
+        predictor = heads.box_predictors["fc"] if name == "double" else heads.box_predictor
+        predictor.test_score_thresh = 0.0  # every proposal reaches NMS: detections to compare
         with torch.no_grad():
             detections, _ = heads(images, features, copy.deepcopy(proposals))
         runs[name] = losses, detections
@@ -224,6 +226,7 @@ def test_single_fc_head_ablation_is_standard_faster_rcnn():
     assert torch.allclose(double_losses["loss_cls_fc"], standard_losses["loss_cls"])
     assert torch.allclose(double_losses["loss_box_reg_fc"], standard_losses["loss_box_reg"])
     for a, b in zip(double_dets, standard_dets):
+        assert len(a) > 0
         assert_instances_allclose(a, b)
 
 
