@@ -10,12 +10,12 @@ import os
 
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
 
-__all__ = ["validate_config", "check_register_coco"]
+__all__ = ["validate_config"]
 
 
 def validate_config(cfg):
     """Raises ValueError naming the key for a project key with a bad value or combination."""
-    check_register_coco(cfg.DATASETS.REGISTER_COCO)
+    _check_register_coco(cfg.DATASETS.REGISTER_COCO)
     root = cfg.DATASETS.SHAPES_ROOT
     if not isinstance(root, str) or (root and os.path.exists(root) and not os.path.isdir(root)):
         raise ValueError(f"DATASETS.SHAPES_ROOT must be a directory path or \"\" (default cache), got {root!r}")
@@ -40,7 +40,7 @@ def validate_config(cfg):
             raise ValueError(f"{key} must be a registered box head, one of {allowed}; got {name!r}")
 
 
-def check_register_coco(entries):
+def _check_register_coco(entries):
     """DATASETS.REGISTER_COCO: a list of [NAME, JSON_FILE, IMAGE_DIR] of non-empty strings."""
     for i, entry in enumerate(entries):
         if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(v, str) and v for v in entry)):

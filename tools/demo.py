@@ -6,6 +6,7 @@ with the predicted boxes drawn (a video becomes <name>.mp4 in the output directo
         clip.mp4 --output out/ --opts MODEL.WEIGHTS output/shapes/dh_ext/model_final.pth
 """
 import argparse
+import collections
 import glob
 import logging
 import os
@@ -20,7 +21,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_net import argument_parser, setup  # noqa: E402  (the same config handling as training)
+from train_net import argument_parser, check_weights_for_eval, setup  # noqa: E402  (the same config handling as training)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -68,13 +69,15 @@ def main(argv=None):
          "OUTPUT_DIR", args.output]
     )
     cfg = setup(train_args)
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("tools/demo.py needs trained weights: --opts MODEL.WEIGHTS path/to/model_final.pth")
+    check_weights_for_eval(cfg)
     predictor = DefaultPredictor(cfg)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     paths = expand_inputs(args.input)
     videos = [p for p in paths if p.lower().endswith(VIDEO_EXTENSIONS)]
     images = [p for p in paths if p not in videos]
+    repeated = [n for n, k in collections.Counter(map(os.path.basename, paths)).items() if k > 1]
+    if repeated:
+        raise ValueError(f"--input holds several files named {repeated}: their outputs would overwrite each other")
     os.makedirs(args.output, exist_ok=True)
     written = []
     for path in tqdm.tqdm(images, desc="demo", disable=len(images) < 2):

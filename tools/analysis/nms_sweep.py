@@ -100,7 +100,8 @@ def run_sweep(
     for c, r in progress(sweep_settings(nms_cls, nms_reg)):
         run_dir = setting_dir(output_dir, c, r)
         row = {"nms_cls": c, "nms_reg": r, "output_dir": run_dir, "status": "not run"}
-        if final_metrics(run_dir) is None:
+        metrics = final_metrics(run_dir)
+        if metrics is None:
             command = _train_command(config_file, c, r, run_dir, list(opts), num_gpus)
             if dry_run:
                 print(" ".join(command))
@@ -112,10 +113,11 @@ def run_sweep(
                     code = run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT).returncode
                 if code != 0:
                     row["status"] = f"failed (exit {code}, see {log})"
+                metrics = final_metrics(run_dir)
         else:
             logger.info(f"NMS_cls {c} / NMS_reg {r}: already finished in {run_dir}")
-        row["metrics"] = final_metrics(run_dir)
-        if row["metrics"] is not None:
+        row["metrics"] = metrics
+        if metrics is not None:
             row["status"] = "finished"
         rows.append(row)
     return rows
