@@ -6,6 +6,10 @@ from detectron2.config import CfgNode as CN
 
 __all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config"]
 
+# Values of MODEL.DECOUPLED.REG_LOSS_NORMALIZER and MODEL.DECOUPLED.TEST_CLASS_BOXES.
+REG_LOSS_NORMALIZERS = ("fixed", "num_samples")
+TEST_CLASS_BOXES = ("auto", "per_class", "argmax")
+
 
 def add_decoupled_rcnn_config(cfg):
     """Declares MODEL.DECOUPLED on a Detectron2 config, in place, with the paper's defaults.
@@ -38,14 +42,28 @@ def add_decoupled_rcnn_config(cfg):
     _C.MODEL.DECOUPLED.REG_LOSS_TYPE = "l1"
     # Beta of the smooth-L1 loss; used only when REG_LOSS_TYPE is "smooth_l1".
     _C.MODEL.DECOUPLED.SMOOTH_L1_BETA = 1.0
-    # Divisor of each stage's summed regression loss: "num_samples" = its sampled positives;
-    # "batch_size" = REG_BATCH_SIZE_PER_IMAGE x images (the authors' zero-padded sample).
-    _C.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "num_samples"
+    # Divisor of each stage's summed regression loss: "fixed" = REG_LOSS_NORMALIZER_PER_IMAGE x
+    # images (the authors' code); "num_samples" = the stage's sampled positives.
+    _C.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "fixed"
+    # RoIs per image of the "fixed" divisor: the authors' padded sample of 512 classification +
+    # 512 regression RoIs on COCO (1024), for every stage; their VOC setting is 512.
+    _C.MODEL.DECOUPLED.REG_LOSS_NORMALIZER_PER_IMAGE = 1024
+    # True: ground-truth boxes join the regression proposals too (the classification proposals
+    # always get them, MODEL.ROI_HEADS.PROPOSAL_APPEND_GT); the authors add them to neither.
+    _C.MODEL.DECOUPLED.REG_PROPOSAL_APPEND_GT = False
+    # The first regression stage pools each RoI enlarged by this factor about its centre, on the
+    # FPN level of the original RoI (1.3: the authors' Table XI conv-head); later stages unscaled.
+    _C.MODEL.DECOUPLED.REG_ROI_SCALE = 1.0
     # Inference: regress only proposals whose best foreground score reaches
     # MODEL.ROI_HEADS.SCORE_THRESH_TEST (the others cannot be detected): same detections, faster.
     _C.MODEL.DECOUPLED.FAST_PATH = True
     # Regression stage whose boxes are output at test time; 0 = the last one.
     _C.MODEL.DECOUPLED.TEST_STAGE = 0
+    # Test boxes: "per_class" = every class its own box from the class-specific first stage
+    # (Fast R-CNN decoding; needs the first stage as the output stage); "argmax" = one box per
+    # proposal, stage 1 with the predicted class, later stages on it; "auto" = "per_class" for
+    # one regression stage, "argmax" for a cascade (both as the authors).
+    _C.MODEL.DECOUPLED.TEST_CLASS_BOXES = "auto"
 
 
 def check_decoupled_rcnn_config(cfg):
@@ -97,6 +115,40 @@ def check_decoupled_rcnn_config(cfg):
     if d.REG_LOSS_TYPE not in ("l1", "smooth_l1"):
         raise ValueError(
             f"MODEL.DECOUPLED.REG_LOSS_TYPE must be 'l1' or 'smooth_l1', got {d.REG_LOSS_TYPE!r}"
+        )
+    if d.REG_LOSS_NORMALIZER == "batch_size":
+        raise ValueError(
+            "MODEL.DECOUPLED.REG_LOSS_NORMALIZER 'batch_size' was replaced: write "
+            "REG_LOSS_NORMALIZER 'fixed' and REG_LOSS_NORMALIZER_PER_IMAGE "
+            f"{d.REG_BATCH_SIZE_PER_IMAGE} (REG_BATCH_SIZE_PER_IMAGE) for the same divisor"
+        )
+    if d.REG_LOSS_NORMALIZER not in REG_LOSS_NORMALIZERS:
+        raise ValueError(
+            f"MODEL.DECOUPLED.REG_LOSS_NORMALIZER must be one of {REG_LOSS_NORMALIZERS}, "
+            f"got {d.REG_LOSS_NORMALIZER!r}"
+        )
+    if not d.REG_LOSS_NORMALIZER_PER_IMAGE > 0:
+        raise ValueError(
+            "MODEL.DECOUPLED.REG_LOSS_NORMALIZER_PER_IMAGE must be > 0, got "
+            f"{d.REG_LOSS_NORMALIZER_PER_IMAGE}: the authors use 1024 on COCO (512 + 512 RoIs)"
+        )
+    if not d.REG_ROI_SCALE > 0:
+        raise ValueError(
+            f"MODEL.DECOUPLED.REG_ROI_SCALE must be > 0, got {d.REG_ROI_SCALE}: use 1.0 (the "
+            "RoIs as proposed) or 1.3 (the authors' Table XI conv-head)"
+        )
+    if d.TEST_CLASS_BOXES not in TEST_CLASS_BOXES:
+        raise ValueError(
+            f"MODEL.DECOUPLED.TEST_CLASS_BOXES must be one of {TEST_CLASS_BOXES}, "
+            f"got {d.TEST_CLASS_BOXES!r}"
+        )
+    test_stage = d.TEST_STAGE or num_stages
+    if d.TEST_CLASS_BOXES == "per_class" and test_stage != 1:
+        raise ValueError(
+            "MODEL.DECOUPLED.TEST_CLASS_BOXES 'per_class' outputs the class-specific first "
+            f"stage's boxes, but MODEL.DECOUPLED.TEST_STAGE {d.TEST_STAGE} outputs stage "
+            f"{test_stage}, whose class-agnostic regressor refines one box per proposal: set "
+            "TEST_CLASS_BOXES 'argmax' (or 'auto'), or TEST_STAGE 1"
         )
     if d.SHARE_FC and d.REG_HEAD_NAME != cfg.MODEL.ROI_BOX_HEAD.NAME:
         raise ValueError(

@@ -1,6 +1,6 @@
 """ROI heads of Decoupled R-CNN: an unshared classifier and a cascaded, positive-only regressor."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from fvcore.nn import smooth_l1_loss
@@ -11,20 +11,20 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat, cross_entropy
 from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats, fast_rcnn_inference
 from detectron2.structures import Boxes, Instances
 
-from .config import check_decoupled_rcnn_config
+from detcommon.poolers import EnlargedROIPooler
+
+from .config import REG_LOSS_NORMALIZERS, check_decoupled_rcnn_config
 from .rpn import split_decoupled_proposals
 from .sampling import sample_regression_proposals
 
 __all__ = ["DecoupledROIHeads", "select_class_boxes"]
 
-
-# Divisors of a stage's summed regression loss (MODEL.DECOUPLED.REG_LOSS_NORMALIZER).
-REG_LOSS_NORMALIZERS = ("num_samples", "batch_size")
 
 @ROI_HEADS_REGISTRY.register()
 class DecoupledROIHeads(StandardROIHeads):
@@ -35,13 +35,14 @@ class DecoupledROIHeads(StandardROIHeads):
       trained on ``batch_size_per_image`` RoIs at ``positive_fraction`` from the RPN's
       classification proposals plus ground truth. It is never cascaded.
     * Regression: stage k = 1..S has its own trunk ``reg_heads[k-1]`` and linear layer
-      ``reg_predictors[k-1]``. Stage 1 (class-specific) is trained on the positives of the
-      regression proposals plus ground truth; stage k > 1 (class-agnostic) on the detached boxes
-      stage k-1 regressed from its positives, re-labelled; at most ``reg_batch_size_per_image``
-      positives per image and stage, no negatives.
-    * Inference: the classifier scores the proposals once; stage 1 regresses each proposal with
-      its predicted foreground class, every later stage refines the previous stage's boxes; the
-      boxes of stage ``test_stage`` and the classifier's scores go through class-wise NMS.
+      ``reg_predictors[k-1]``. Stage 1 (class-specific, pooled by ``reg_pooler``) is trained on
+      the positives of the regression proposals; stage k > 1 (class-agnostic) on the detached
+      boxes stage k-1 regressed from its positives, re-labelled; at most
+      ``reg_batch_size_per_image`` positives per image and stage, no negatives.
+    * Inference: the classifier scores the proposals once. "per_class" boxes: stage 1 gives
+      every class its own box (Fast R-CNN decoding); "argmax": stage 1 regresses each proposal
+      with its predicted foreground class, every later stage refines the previous stage's box.
+      The boxes of stage ``test_stage`` and the classifier's scores go through class-wise NMS.
 
     Training needs the two proposal sets of :class:`DecoupledRPN`.
     """
@@ -56,8 +57,12 @@ class DecoupledROIHeads(StandardROIHeads):
         reg_batch_size_per_image: int,
         reg_loss_weights: List[float],
         smooth_l1_beta: float,
-        reg_loss_normalizer: str = "num_samples",
+        reg_loss_normalizer: str = "fixed",
+        reg_loss_normalizer_per_image: float = 1024,
+        reg_proposal_append_gt: bool = False,
+        reg_pooler: Optional[ROIPooler] = None,
         test_stage: int,
+        test_class_boxes: str = "auto",
         fast_path: bool = True,
         test_score_thresh: float,
         test_nms_thresh: float,
@@ -76,9 +81,17 @@ class DecoupledROIHeads(StandardROIHeads):
                 (the stage weight times lambda of Eq. 8).
             smooth_l1_beta (float): beta of the smooth-L1 regression loss; 0 gives L1.
             reg_loss_normalizer (str): what divides a stage's summed regression loss:
-                "num_samples", its number of sampled positives; "batch_size",
-                ``reg_batch_size_per_image`` x images, the authors' zero-padded sample.
+                "fixed", ``reg_loss_normalizer_per_image`` x images (the authors' padded
+                sample); "num_samples", the stage's number of sampled positives.
+            reg_loss_normalizer_per_image (float): RoIs per image of the "fixed" divisor.
+            reg_proposal_append_gt (bool): add the ground-truth boxes to the regression
+                proposals (the classification proposals follow ``proposal_append_gt``).
+            reg_pooler (ROIPooler or None): pools the first regression stage's RoIs (e.g. an
+                :class:`EnlargedROIPooler`); None: ``box_pooler``, as every later stage.
             test_stage (int): 1-based stage whose boxes are output at inference.
+            test_class_boxes (str): "per_class", every class's box from stage 1 (needs
+                ``test_stage`` 1); "argmax", one box per proposal, regressed with the
+                predicted class; "auto", "per_class" for one stage, "argmax" for a cascade.
             fast_path (bool): at inference, regress only the proposals whose best foreground
                 score reaches ``test_score_thresh``: the others cannot be detected, since the
                 scores come from the classifier alone, so the detections are unchanged.
@@ -97,13 +110,17 @@ class DecoupledROIHeads(StandardROIHeads):
         self.reg_batch_size_per_image = reg_batch_size_per_image
         self.reg_loss_weights = reg_loss_weights
         self.smooth_l1_beta = smooth_l1_beta
-        if reg_loss_normalizer not in REG_LOSS_NORMALIZERS:
-            raise ValueError(
-                f"MODEL.DECOUPLED.REG_LOSS_NORMALIZER must be one of {REG_LOSS_NORMALIZERS}, "
-                f"got {reg_loss_normalizer!r}"
-            )
+        assert reg_loss_normalizer in REG_LOSS_NORMALIZERS and reg_loss_normalizer_per_image > 0
+        if test_class_boxes == "auto":
+            test_class_boxes = "per_class" if num_stages == 1 else "argmax"
+        assert test_class_boxes in ("per_class", "argmax")
+        assert test_class_boxes == "argmax" or test_stage == 1
         self.reg_loss_normalizer = reg_loss_normalizer
+        self.reg_loss_normalizer_per_image = reg_loss_normalizer_per_image
+        self.reg_proposal_append_gt = reg_proposal_append_gt
+        self.reg_pooler = reg_pooler
         self.test_stage = test_stage
+        self.test_class_boxes = test_class_boxes
         self.fast_path = fast_path
         self.test_score_thresh = test_score_thresh
         self.test_nms_thresh = test_nms_thresh
@@ -126,6 +143,15 @@ class DecoupledROIHeads(StandardROIHeads):
         pooled_shape = ShapeSpec(channels=channels, height=resolution, width=resolution)
 
         box_head = ret["box_head"]
+        reg_pooler = None
+        if d.REG_ROI_SCALE != 1.0:
+            reg_pooler = EnlargedROIPooler(
+                output_size=resolution,
+                scales=tuple(1.0 / input_shape[f].stride for f in ret["box_in_features"]),
+                sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
+                pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+                scale=d.REG_ROI_SCALE,
+            )
         first_reg_head = (
             box_head
             if d.SHARE_FC
@@ -151,7 +177,11 @@ class DecoupledROIHeads(StandardROIHeads):
                 "reg_loss_weights": [d.REG_LOSS_LAMBDA * w for w in d.REG_STAGE_LOSS_WEIGHTS],
                 "smooth_l1_beta": 0.0 if d.REG_LOSS_TYPE == "l1" else d.SMOOTH_L1_BETA,
                 "reg_loss_normalizer": d.REG_LOSS_NORMALIZER,
+                "reg_loss_normalizer_per_image": d.REG_LOSS_NORMALIZER_PER_IMAGE,
+                "reg_proposal_append_gt": d.REG_PROPOSAL_APPEND_GT,
+                "reg_pooler": reg_pooler,
                 "test_stage": d.TEST_STAGE or d.NUM_REG_STAGES,
+                "test_class_boxes": d.TEST_CLASS_BOXES,
                 "fast_path": d.FAST_PATH,
                 "test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
                 "test_nms_thresh": cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
@@ -176,7 +206,7 @@ class DecoupledROIHeads(StandardROIHeads):
         assert targets, "'targets' argument is required during training"
         cls_proposals, reg_proposals = split_decoupled_proposals(proposals)
         cls_proposals = self.label_and_sample_proposals(cls_proposals, targets)
-        if self.proposal_append_gt:
+        if self.reg_proposal_append_gt:
             reg_proposals = add_ground_truth_to_proposals(targets, reg_proposals)
         box_features = [features[f] for f in self.box_in_features]
         losses = self._classification_loss(box_features, cls_proposals)
@@ -189,18 +219,25 @@ class DecoupledROIHeads(StandardROIHeads):
         """(R, C, H, W) pooled features -> (R, K+1) class logits."""
         return self.box_predictor(torch.flatten(self.box_head(pooled), 1))
 
-    def _regress(self, pooled: torch.Tensor, stage: int, classes: torch.Tensor) -> torch.Tensor:
+    def _regress(
+        self, pooled: torch.Tensor, stage: int, classes: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """
         Args:
             pooled (Tensor): (R, C, H, W) features of the RoIs.
             stage (int): 0-based regression stage.
-            classes (Tensor): (R,) class in [0, K) whose deltas a class-specific stage returns.
+            classes (Tensor or None): (R,) class in [0, K) whose deltas a class-specific stage
+                returns; None: the deltas of every class.
 
         Returns:
-            Tensor: (R, 4) deltas.
+            Tensor: (R, 4) deltas, or (R, 4K) for a class-specific stage and ``classes`` None.
         """
         deltas = self.reg_predictors[stage](torch.flatten(self.reg_heads[stage](pooled), 1))
-        return select_class_boxes(deltas, classes)
+        return deltas if classes is None else select_class_boxes(deltas, classes)
+
+    def _stage_pooler(self, stage: int) -> ROIPooler:
+        """The pooler of 0-based regression stage ``stage``."""
+        return self.reg_pooler if stage == 0 and self.reg_pooler is not None else self.box_pooler
 
     def _refine(
         self, proposals: List[Instances], deltas: torch.Tensor, stage: int
@@ -229,23 +266,52 @@ class DecoupledROIHeads(StandardROIHeads):
         classes: torch.Tensor,
     ) -> List[Instances]:
         """
-        Inference refinement: stages 1..``test_stage`` in order, stage 1 with the deltas of
-        ``classes``, each later stage on the previous stage's boxes.
+        Inference refinement ("argmax" boxes): stages 1..``test_stage`` in order, stage 1 with
+        the deltas of ``classes``, each later stage on the previous stage's boxes.
 
         Args:
             features (list[Tensor]): the pooler's feature maps.
             proposals (list[Instances]): per image, boxes as "proposal_boxes" (R in all).
-            pooled (Tensor): (R, C, H, W) features of those boxes.
+            pooled (Tensor): (R, C, H, W) ``box_pooler`` features of those boxes, used by stage 1
+                unless it has its own ``reg_pooler``.
             classes (Tensor): (R,) class in [0, K) of each box.
 
         Returns:
             list[Instances]: per image, the refined boxes as "proposal_boxes".
         """
         for stage in range(self.test_stage):
-            if stage > 0:
-                pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            if stage > 0 or self.reg_pooler is not None:
+                pooled = self._stage_pooler(stage)(features, [p.proposal_boxes for p in proposals])
             proposals = self._refine(proposals, self._regress(pooled, stage, classes), stage)
         return proposals
+
+    def _predict_boxes(
+        self,
+        features: List[torch.Tensor],
+        proposals: List[Instances],
+        pooled: torch.Tensor,
+        scores: torch.Tensor,
+    ) -> List[torch.Tensor]:
+        """
+        Test boxes as ``test_class_boxes`` says.
+
+        Args:
+            features, proposals, pooled: as in :meth:`regress_stages`.
+            scores (Tensor): (R, K+1) classifier probabilities of the proposals.
+
+        Returns:
+            list[Tensor]: per image, (Ri, 4K) boxes of every class ("per_class"; (Ri, 4) for a
+            class-agnostic stage 1), or (Ri, 4) boxes of the predicted class ("argmax").
+        """
+        if self.test_class_boxes == "argmax":
+            refined = self.regress_stages(features, proposals, pooled, scores[:, :-1].argmax(1))
+            return [p.proposal_boxes.tensor for p in refined]
+        if self.reg_pooler is not None:
+            pooled = self.reg_pooler(features, [p.proposal_boxes for p in proposals])
+        boxes = self.reg_box2box_transforms[0].apply_deltas(
+            self._regress(pooled, 0), cat([p.proposal_boxes.tensor for p in proposals])
+        )
+        return list(boxes.split([len(p) for p in proposals]))
 
     def _classification_loss(
         self, features: List[torch.Tensor], proposals: List[Instances]
@@ -276,7 +342,7 @@ class DecoupledROIHeads(StandardROIHeads):
             proposals = sample_regression_proposals(
                 proposals, targets, self.proposal_matcher, self.reg_batch_size_per_image, stage + 1
             )
-            pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+            pooled = self._stage_pooler(stage)(features, [p.proposal_boxes for p in proposals])
             deltas = self._regress(pooled, stage, cat([p.gt_classes for p in proposals]))
             gt_deltas = self.reg_box2box_transforms[stage].get_deltas(
                 cat([p.proposal_boxes.tensor for p in proposals]),
@@ -284,8 +350,8 @@ class DecoupledROIHeads(StandardROIHeads):
             )
             # An empty sample sums to a zero that is still connected to the stage's parameters.
             loss = smooth_l1_loss(deltas, gt_deltas, self.smooth_l1_beta, reduction="sum")
-            if self.reg_loss_normalizer == "batch_size":
-                normalizer = self.reg_batch_size_per_image * len(proposals)
+            if self.reg_loss_normalizer == "fixed":
+                normalizer = self.reg_loss_normalizer_per_image * len(proposals)
             else:
                 normalizer = max(len(deltas), 1)
             losses[f"loss_box_reg_s{stage + 1}"] = loss / normalizer * self.reg_loss_weights[stage]
@@ -312,11 +378,9 @@ class DecoupledROIHeads(StandardROIHeads):
             keep_per_image = keep.split([len(p) for p in proposals])
             proposals = [p[k] for p, k in zip(proposals, keep_per_image)]
             scores, pooled = scores[keep], pooled[keep]
-        proposals = self.regress_stages(features, proposals, pooled, scores[:, :-1].argmax(dim=1))
-        num_per_image = [len(p) for p in proposals]
         pred_instances, _ = fast_rcnn_inference(
-            [p.proposal_boxes.tensor for p in proposals],
-            scores.split(num_per_image),
+            self._predict_boxes(features, proposals, pooled, scores),
+            scores.split([len(p) for p in proposals]),
             [p.image_size for p in proposals],
             self.test_score_thresh,
             self.test_nms_thresh,
