@@ -13,6 +13,11 @@ from decoupled_rcnn import add_decoupled_rcnn_config, check_decoupled_rcnn_confi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = {"p2": ShapeSpec(channels=8, stride=4)}
+CASCADE = {
+    "NUM_REG_STAGES": 3,
+    "REG_STAGE_BBOX_REG_WEIGHTS": ((10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)),
+    "REG_STAGE_LOSS_WEIGHTS": (1.0, 0.5, 0.25),
+}
 
 
 def _cfg(**decoupled):
@@ -34,6 +39,10 @@ def test_defaults_are_the_paper_single_regressor():
     d = _cfg().MODEL.DECOUPLED
     assert (d.NMS_THRESH_REG, d.REG_BATCH_SIZE_PER_IMAGE, d.NUM_REG_STAGES) == (0.85, 512, 1)
     assert (d.REG_LOSS_LAMBDA, d.REG_LOSS_TYPE, d.SHARE_FC, d.TEST_STAGE) == (1.0, "l1", False, 0)
+    # The authors' code: L1 sum / (1024 x images), no ground truth among the regression
+    # proposals, class-specific boxes for one regressor, RoIs pooled as proposed.
+    assert (d.REG_LOSS_NORMALIZER, d.REG_LOSS_NORMALIZER_PER_IMAGE) == ("fixed", 1024)
+    assert (d.REG_PROPOSAL_APPEND_GT, d.TEST_CLASS_BOXES, d.REG_ROI_SCALE) == (False, "auto", 1.0)
     build_proposal_generator(_cfg(), SHAPE)
     build_roi_heads(_cfg(), SHAPE)
 
@@ -53,6 +62,12 @@ def test_defaults_are_the_paper_single_regressor():
         ({"REG_LOSS_TYPE": "giou"}, "REG_LOSS_TYPE"),
         ({"REG_BATCH_SIZE_PER_IMAGE": 0}, "REG_BATCH_SIZE_PER_IMAGE"),
         ({"SHARE_FC": True, "REG_HEAD_NAME": "DoubleHeadConvHead"}, "REG_HEAD_NAME"),
+        ({"REG_LOSS_NORMALIZER": "batch_size"}, "REG_LOSS_NORMALIZER_PER_IMAGE 512"),
+        ({"REG_LOSS_NORMALIZER": "mean"}, "REG_LOSS_NORMALIZER"),
+        ({"REG_LOSS_NORMALIZER_PER_IMAGE": 0}, "REG_LOSS_NORMALIZER_PER_IMAGE"),
+        ({"REG_ROI_SCALE": 0.0}, "REG_ROI_SCALE"),
+        ({"TEST_CLASS_BOXES": "all"}, "TEST_CLASS_BOXES"),
+        (dict(CASCADE, TEST_CLASS_BOXES="per_class"), "TEST_CLASS_BOXES 'per_class'"),
     ],
 )
 def test_invalid_settings_fail_at_build_time_naming_the_key(settings, key):
@@ -61,19 +76,53 @@ def test_invalid_settings_fail_at_build_time_naming_the_key(settings, key):
             build(_cfg(**settings), SHAPE)
 
 
+def test_per_class_boxes_of_a_cascade_need_test_stage_1():
+    build_roi_heads(_cfg(**CASCADE, TEST_CLASS_BOXES="per_class", TEST_STAGE=1), SHAPE)
+
+
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "drcnn*.yaml"), recursive=True))
+FPN_BASELINE = os.path.join(REPO, "configs", "drcnn_faster_rcnn_R50_FPN_1x.yaml")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
-def test_project_configs_load_and_validate(path):
+def _load(path):
     cfg = get_cfg()
     add_decoupled_rcnn_config(cfg)
     if "drcnn_dh" in path:
         pytest.importorskip("double_head").add_doublehead_config(cfg)
     cfg.merge_from_file(path)
+    return cfg
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
+def test_project_configs_load_and_validate(path):
+    cfg = _load(path)
     check_decoupled_rcnn_config(cfg)
-    assert cfg.MODEL.PROPOSAL_GENERATOR.NAME == "DecoupledRPN"
-    assert cfg.MODEL.ROI_HEADS.NAME == "DecoupledROIHeads"
+    decoupled = path != FPN_BASELINE
+    assert (cfg.MODEL.PROPOSAL_GENERATOR.NAME == "DecoupledRPN") == decoupled
+    assert (cfg.MODEL.ROI_HEADS.NAME == "DecoupledROIHeads") == decoupled
+    # Table XI: the conv-head regressor pools 1.3x enlarged RoIs; the fc regressors do not.
+    assert cfg.MODEL.DECOUPLED.REG_ROI_SCALE == (1.3 if "drcnn_dh" in path else 1.0)
+
+
+COCO_CONFIGS = [p for p in CONFIGS if os.path.dirname(p).endswith("configs")]
+# MMDetection 2.4's schedules at 16 images, one COCO epoch = 7330 iterations: (steps, iterations).
+SCHEDULES = {"1x": ((8 * 7330, 11 * 7330), 12 * 7330), "2x": ((16 * 7330, 22 * 7330), 24 * 7330)}
+
+
+@pytest.mark.parametrize("path", COCO_CONFIGS, ids=os.path.basename)
+def test_coco_configs_use_the_authors_solver_and_test_settings(path):
+    """The paper's FPN baseline and every Decoupled R-CNN COCO config: lr 0.02 at 16 images,
+    warm-up 500 iterations from 0.001, 12 (24) epochs, test score threshold 0.001."""
+    cfg = _load(path)
+    steps, max_iter = SCHEDULES["2x" if path.endswith("_2x.yaml") else "1x"]
+    solver = cfg.SOLVER
+    assert (solver.IMS_PER_BATCH, solver.BASE_LR, solver.STEPS, solver.MAX_ITER) == (
+        16, 0.02, steps, max_iter
+    )
+    assert (solver.WARMUP_ITERS, solver.WARMUP_FACTOR, solver.WARMUP_METHOD) == (500, 0.001, "linear")
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.001
+    assert (cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE) == (0.5, 100)
+    assert cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER_PER_IMAGE == 1024
 
 
 def test_config_files_cover_the_paper_tables():
