@@ -8,11 +8,15 @@ import pytest
 
 # Before anything imports detcommon: the suite never reads or writes the user's dataset cache.
 os.environ.setdefault("SHAPES_DATASET_DIR", tempfile.mkdtemp(prefix="shapes-test-cache-"))
+# Nor the pretrained backbone's cache: no test trains the real backbone (TINY_OPTS start from
+# scratch; tests of detcommon.pretrain use tiny recipes).
+os.environ.setdefault("SHAPES_PRETRAINED_DIR", tempfile.mkdtemp(prefix="pretrained-test-cache-"))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Turns any shapes config into a seconds-long CPU run (tiny inputs, few RoIs, no workers).
 TINY_OPTS = [
+    "MODEL.WEIGHTS", "",
     "SOLVER.IMS_PER_BATCH", "2",
     "SOLVER.MAX_ITER", "4",
     "SOLVER.WARMUP_ITERS", "2",
