@@ -6,9 +6,10 @@ TORCHVISION_VERSION ?= 0.29.1
 DETECTRON2_COMMIT ?= 02b5c4e295e990042a714712c21dc79b731e8833
 DETECTRON2_URL ?= git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT)
 PYTEST_ARGS ?=
+REPRODUCE_ARGS ?=
 DEMO_DIR ?= output/demo
 
-.PHONY: install install-missing demo test
+.PHONY: install install-missing demo results test
 
 CHECK = $(PYTHON) -W ignore tools/check_install.py --torch $(TORCH_VERSION) --torchvision $(TORCHVISION_VERSION)
 
@@ -32,6 +33,10 @@ install-missing:
 
 demo: install
 	$(PYTHON) tools/run_demo.py --output-dir $(DEMO_DIR)
+
+# The README's results table: 6 models x 3 seeds on the shapes data (hours on a CPU; resumable).
+results: install
+	$(PYTHON) tools/reproduce.py $(REPRODUCE_ARGS)
 
 test: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

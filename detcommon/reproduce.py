@@ -1,0 +1,286 @@
+"""A resumable runner for a results table: models x seeds, trained and evaluated by train_net.py,
+summarised as mean ± std over seeds.
+
+Each run lives in `<root>/<model>/seed<k>/`: Detectron2's own output (checkpoints, metrics.json,
+config.yaml), the run's log `train.log`, and `result.json` once the run has finished. A run
+whose `result.json` records the same recipe (config files, options, seed) is skipped; one with
+checkpoints but no result resumes from its last checkpoint (`--resume`); a finished run whose
+recipe changed is refused, naming the folder, instead of being silently mixed with new runs.
+"""
+import hashlib
+import json
+import logging
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import yaml
+
+from .evaluation import IOU_THRESHOLDS, TABLE_ORDER
+
+__all__ = [
+    "Run",
+    "run_all",
+    "read_result",
+    "summarize",
+    "markdown_table",
+    "plot_ap_vs_iou",
+    "compare",
+    "IOU_COLUMNS",
+]
+
+logger = logging.getLogger(__name__)
+
+IOU_COLUMNS = [f"AP{round(t * 100)}" for t in IOU_THRESHOLDS]
+RESULT_FILE = "result.json"
+_PROGRESS = re.compile(r"eta: (\S+)\s+iter: (\d+)")
+
+
+@dataclass
+class Run:
+    """One training run and its evaluations."""
+
+    model: str  # a name for the table, e.g. the config's file name without .yaml
+    seed: int
+    config_file: str
+    output_dir: str
+    opts: List[str] = field(default_factory=list)  # train_net.py options for training and eval
+    # extra `--eval-only` passes of the final weights: name -> options
+    evals: Dict[str, List[str]] = field(default_factory=dict)
+
+    def recipe(self) -> dict:
+        return {
+            "config": _config_chain(self.config_file),
+            "opts": list(self.opts),
+            "seed": self.seed,
+            "evals": self.evals,
+        }
+
+    def recipe_key(self) -> str:
+        return hashlib.sha256(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _config_chain(path: str) -> List[str]:
+    """The text of a YAML config and of every `_BASE_` it extends, base last."""
+    texts = []
+    while path:
+        with open(path) as f:
+            text = f.read()
+        texts.append(text)
+        base = (yaml.safe_load(text) or {}).get("_BASE_")
+        path = os.path.join(os.path.dirname(path), base) if base else None
+    return texts
+
+
+def read_result(run: Run) -> Optional[dict]:
+    """The run's result if it has finished with this recipe; None if it has not finished."""
+    path = os.path.join(run.output_dir, RESULT_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    if result.get("recipe_key") != run.recipe_key():
+        raise RuntimeError(
+            f"{path} was made with another recipe (config files, options or seed changed since). "
+            f"Delete {run.output_dir} to retrain it, or pass another --output-dir."
+        )
+    return result
+
+
+def final_metrics(metrics_json: str, prefix: str = "bbox/") -> dict:
+    """The last evaluation rows of a Detectron2 metrics.json: {column: value} of `prefix` keys."""
+    results = {}
+    with open(metrics_json) as f:
+        for line in f:
+            row = json.loads(line)
+            if f"{prefix}AP" in row:
+                results = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+    if not results:
+        raise RuntimeError(f"No {prefix}AP in {metrics_json}: the run did not finish its evaluation")
+    return results
+
+
+def _stream(cmd: List[str], log_path: str, on_line=None) -> int:
+    """Runs `cmd`, appending its output to `log_path`; calls on_line(line) for each line."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(line)
+        return proc.wait()
+
+
+def _train(run: Run, train_script: str, label: str, print_fn, progress_period: float) -> None:
+    log_path = os.path.join(run.output_dir, "train.log")
+    resume = os.path.isfile(os.path.join(run.output_dir, "last_checkpoint"))
+    cmd = [sys.executable, train_script, "--config-file", run.config_file]
+    cmd += ["--resume"] if resume else []
+    cmd += [*run.opts, "SEED", str(run.seed), "OUTPUT_DIR", run.output_dir]
+    print_fn(f"{label}: {'resuming' if resume else 'training'} -> {run.output_dir}")
+    last = [0.0]
+
+    def on_line(line):
+        m = _PROGRESS.search(line)
+        if m and time.monotonic() - last[0] >= progress_period:
+            last[0] = time.monotonic()
+            print_fn(f"{label}: iteration {int(m.group(2)) + 1}, eta {m.group(1)}")
+
+    code = _stream(cmd, log_path, on_line)
+    if code != 0:
+        raise RuntimeError(f"{label}: train_net.py exited with {code}; see {log_path}")
+
+
+def _evaluate(run: Run, train_script: str, name: str, opts: List[str]) -> dict:
+    """One `--eval-only` pass of the final weights; {task or mode: {column: value}}."""
+    out = os.path.join(run.output_dir, "eval", name)
+    cmd = [sys.executable, train_script, "--config-file", run.config_file, "--eval-only"]
+    cmd += [*run.opts, *opts, "SEED", str(run.seed), "OUTPUT_DIR", out]
+    cmd += ["MODEL.WEIGHTS", os.path.join(run.output_dir, "model_final.pth")]
+    os.makedirs(out, exist_ok=True)
+    log_path = os.path.join(run.output_dir, "train.log")
+    if _stream(cmd, log_path) != 0:
+        raise RuntimeError(f"evaluation {name!r} of {run.output_dir} failed; see {log_path}")
+    with open(os.path.join(out, "eval_results.json")) as f:
+        results = json.load(f)
+    # "bbox" -> {name: ...}; "fused/bbox" (Double-Head modes) -> {"fused": ...}
+    return {
+        (task.rsplit("/", 1)[0] if "/" in task else name): metrics
+        for task, metrics in results.items()
+        if task.endswith("bbox")
+    }
+
+
+def run_all(
+    runs: Sequence[Run],
+    train_script: str,
+    print_fn=print,
+    progress_period: float = 60.0,
+) -> List[dict]:
+    """
+    Trains and evaluates every run not finished yet, in order; returns every run's result
+    ({"model", "seed", "metrics", "evals", "seconds", ...}).
+    """
+    results = []
+    for i, run in enumerate(runs):
+        label = f"[{i + 1}/{len(runs)}] {run.model} seed {run.seed}"
+        result = read_result(run)
+        if result is None:
+            os.makedirs(run.output_dir, exist_ok=True)
+            start = time.monotonic()
+            _train(run, train_script, label, print_fn, progress_period)
+            metrics = final_metrics(os.path.join(run.output_dir, "metrics.json"))
+            evals = {}
+            for name, opts in run.evals.items():
+                print_fn(f"{label}: evaluating {name}")
+                evals.update(_evaluate(run, train_script, name, opts))
+            result = {
+                "model": run.model,
+                "seed": run.seed,
+                "metrics": metrics,
+                "evals": evals,
+                "seconds": round(time.monotonic() - start, 1),
+                "recipe_key": run.recipe_key(),
+            }
+            tmp = os.path.join(run.output_dir, RESULT_FILE + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(tmp, os.path.join(run.output_dir, RESULT_FILE))
+            print_fn(f"{label}: AP {metrics['AP']:.1f} in {result['seconds'] / 60:.1f} min")
+        else:
+            print_fn(f"{label}: done before (AP {result['metrics']['AP']:.1f}), skipped")
+        results.append(result)
+    return results
+
+
+def _mean_std(values: List[float]):
+    values = [v for v in values if v == v]  # NaN-free
+    if not values:
+        return float("nan"), float("nan")
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), std
+
+
+def summarize(results: Sequence[dict], key: str = "metrics") -> Dict[str, dict]:
+    """
+    model -> {column: (mean, std, n)} over its seeds, for the `key` metrics ("metrics"), or for
+    an extra evaluation ("evals/<name>").
+    """
+    grouped: Dict[str, List[dict]] = {}
+    for r in results:
+        metrics = r["metrics"] if key == "metrics" else r.get("evals", {}).get(key.split("/", 1)[1])
+        if metrics is not None:
+            grouped.setdefault(r["model"], []).append(metrics)
+    return {
+        model: {
+            c: (*_mean_std([m[c] for m in rows if c in m]), len(rows))
+            for c in sorted({c for m in rows for c in m})
+        }
+        for model, rows in grouped.items()
+    }
+
+
+def markdown_table(summary: Dict[str, dict], columns: Sequence[str] = TABLE_ORDER) -> str:
+    """Mean ± std over seeds per model and column, with the number of seeds."""
+    lines = [
+        "| model | seeds | " + " | ".join(columns) + " |",
+        "| --- | --- |" + " --- |" * len(columns),
+    ]
+    for model, stats in summary.items():
+        n = max(s[2] for s in stats.values())
+        cells = [f"{stats[c][0]:.1f} ± {stats[c][1]:.1f}" if c in stats else "-" for c in columns]
+        lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(summary: Dict[str, dict], a: str, b: str, column: str, at_least: bool = False) -> str:
+    """
+    Whether model `a` beats `b` in `column` ("holds", "fails" or "no difference"): a difference
+    counts only if it exceeds the larger of the two standard deviations. With `at_least`, "no
+    difference" counts as holding (a >= b).
+    """
+    (ma, sa, _), (mb, sb, _) = summary[a][column], summary[b][column]
+    diff, noise = ma - mb, max(sa, sb)
+    if abs(diff) <= noise:
+        verdict = "holds (no difference)" if at_least else "no difference"
+    else:
+        verdict = "holds" if diff > 0 else "fails"
+    return f"{verdict}: {a} {ma:.1f} ± {sa:.1f} vs {b} {mb:.1f} ± {sb:.1f} ({column}, {diff:+.1f})"
+
+
+def plot_ap_vs_iou(summary: Dict[str, dict], path: str, title: str = "") -> str:
+    """AP at each IoU threshold 0.50 ... 0.95 per model, error bars = std over seeds; a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    n = max(len(summary), 1)
+    for i, (model, stats) in enumerate(summary.items()):
+        # small horizontal offsets keep the error bars of different models apart
+        x = [t + (i - (n - 1) / 2) * 0.004 for t in IOU_THRESHOLDS]
+        y = [stats[c][0] for c in IOU_COLUMNS]
+        err = [stats[c][1] for c in IOU_COLUMNS]
+        ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1.2, label=model)
+    ax.set_xlabel("IoU threshold")
+    ax.set_ylabel("AP (%)")
+    ax.set_xticks(IOU_THRESHOLDS)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,91 @@
+"""tools/reproduce.py on a tiny budget: complete JSON, mean ± std table, plot, and no retraining."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, TINY_OPTS
+from detcommon.reproduce import IOU_COLUMNS, Run, compare, markdown_table, summarize
+
+COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
+
+
+def _reproduce(tmp_path, *args):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", "reproduce.py"),
+         "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+         *args, *TINY_OPTS],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_two_models_two_seeds_then_nothing_retrained(tmp_path):
+    out = _reproduce(tmp_path, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
+    assert out.count("training ->") == 4
+    with open(tmp_path / "results" / "shapes.json") as f:
+        doc = json.load(f)
+    assert doc["commit"] and doc["protocol"]["seeds"] == [1, 2]
+    assert sorted((r["model"], r["seed"]) for r in doc["runs"]) == [
+        ("dh_ext", 1), ("dh_ext", 2), ("faster_rcnn", 1), ("faster_rcnn", 2)
+    ]  # fmt: skip
+    for run in doc["runs"]:
+        assert set(COLUMNS + IOU_COLUMNS) <= set(run["metrics"])
+    dh_ext = [r for r in doc["runs"] if r["model"] == "dh_ext"]
+    for run in dh_ext:  # the four modes and the two other fusions, from the same weights
+        assert {"conv", "fc", "double", "fused", "average", "max"} <= set(run["evals"])
+        # the modes pass evaluates the config's own mode (fused, complementary) again
+        assert run["evals"]["fused"]["AP"] == pytest.approx(run["metrics"]["AP"], abs=1e-6)
+    table = (tmp_path / "results" / "shapes.md").read_text()
+    ap = [r["metrics"]["AP"] for r in doc["runs"] if r["model"] == "faster_rcnn"]
+    mean = sum(ap) / 2
+    std = abs(ap[0] - ap[1]) / 2 ** 0.5  # sample std of two values
+    assert f"| faster_rcnn | 2 | {mean:.1f} ± {std:.1f} |" in table
+    assert "inference modes" in table
+    png = tmp_path / "results" / "shapes_ap_vs_iou.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second call trains and evaluates nothing, and reports the same figures
+    again = _reproduce(tmp_path, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
+    assert "training ->" not in again and again.count("skipped") == 4
+    with open(tmp_path / "results" / "shapes.json") as f:
+        assert [r["metrics"] for r in json.load(f)["runs"]] == [r["metrics"] for r in doc["runs"]]
+
+
+def test_interrupted_run_resumes_and_changed_recipe_is_refused(tmp_path):
+    from detcommon.reproduce import read_result, run_all
+
+    config = os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")
+    run = Run("faster_rcnn", 1, config, str(tmp_path / "run"), list(TINY_OPTS))
+    # a checkpoint but no result: the runner passes --resume
+    os.makedirs(run.output_dir)
+    open(os.path.join(run.output_dir, "last_checkpoint"), "w").write("model_0000001.pth")
+    calls = []
+    with pytest.raises(RuntimeError, match="exited with"):
+        run_all([run], "/bin/false-script", print_fn=calls.append)
+    assert any("resuming" in c for c in calls)
+    # a finished run whose options changed is refused, naming the folder
+    with open(os.path.join(run.output_dir, "result.json"), "w") as f:
+        json.dump({"recipe_key": "another", "metrics": {"AP": 1.0}}, f)
+    with pytest.raises(RuntimeError, match=str(run.output_dir)):
+        read_result(run)
+
+
+def test_summary_table_and_orderings_by_hand():
+    results = [
+        {"model": "a", "seed": s, "metrics": {"AP": ap}} for s, ap in ((1, 10.0), (2, 12.0), (3, 14.0))
+    ] + [{"model": "b", "seed": s, "metrics": {"AP": ap}} for s, ap in ((1, 9.0), (2, 9.5), (3, 10.0))]
+    summary = summarize(results)
+    assert summary["a"]["AP"] == pytest.approx((12.0, 2.0, 3))
+    assert summary["b"]["AP"] == pytest.approx((9.5, 0.5, 3))
+    assert "| a | 3 | 12.0 ± 2.0 |" in markdown_table(summary, ["AP"])
+    # 12.0 - 9.5 = 2.5 > max(2.0, 0.5): counts; against 1.0 AP more noise it would not
+    assert compare(summary, "a", "b", "AP").startswith("holds")
+    assert compare(summary, "b", "a", "AP").startswith("fails")
+    summary["b"]["AP"] = (11.0, 0.5, 3)
+    assert compare(summary, "a", "b", "AP").startswith("no difference")
+    assert compare(summary, "a", "b", "AP", at_least=True).startswith("holds (no difference)")

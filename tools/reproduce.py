@@ -1,0 +1,184 @@
+#!/usr/bin/env python
+"""The results table of the README: every model of both papers on the shapes data, over seeds.
+
+    python tools/reproduce.py                      # 6 models x 3 seeds (make results)
+    python tools/reproduce.py --models faster_rcnn dh_ext --seeds 1 2
+    python tools/reproduce.py --study nms_reg      # Table III on shapes: NMS_reg 0.70 ... 0.95
+    python tools/reproduce.py --study fidelity     # each authors'-code fix against its old value
+
+Each run trains `configs/shapes/<model>.yaml` with `SEED <seed>` (initialisation and data
+order) into `<output-dir>/<model>/seed<seed>/`, then evaluates it on shapes_val. Finished runs
+are skipped, interrupted ones resume from their last checkpoint, so the command can be stopped
+and started again at any time. It writes `<results-dir>/<study>.json` (protocol, commit, every
+run's metrics), `<study>.md` (mean ± std over seeds, and the papers' orderings checked) and, for
+the main study, `<study>_ap_vs_iou.png`.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from detcommon.reproduce import (
+    Run,
+    compare,
+    markdown_table,
+    plot_ap_vs_iou,
+    read_result,
+    run_all,
+    summarize,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ["faster_rcnn", "dh", "dh_ext", "drcnn", "drcnn_cascade", "drcnn_dh"]
+DH_MODES = '["conv","fc","double","fused"]'
+# Extra evaluations of the final weights, per model: name -> train_net.py options.
+EVALS = {
+    "dh_ext": {
+        "modes": ["MODEL.DOUBLE_HEAD.EVAL_MODES", DH_MODES],  # Fig. 6 (a)-(d), complementary
+        "average": ["MODEL.DOUBLE_HEAD.FUSION", "average"],  # Table 3
+        "max": ["MODEL.DOUBLE_HEAD.FUSION", "max"],
+    },
+    "drcnn_cascade": {
+        "stage1": ["MODEL.DECOUPLED.TEST_STAGE", "1"],  # Table IV: boxes after each stage
+        "stage2": ["MODEL.DECOUPLED.TEST_STAGE", "2"],
+    },
+}
+# The papers' orderings: (a, b, column, a >= b suffices); a difference counts when it exceeds
+# the larger of the two standard deviations.
+TARGETS = [
+    ("dh", "faster_rcnn", "AP", False),
+    ("dh", "faster_rcnn", "AP75", False),
+    ("dh_ext", "dh", "AP", True),
+    ("drcnn", "faster_rcnn", "AP80", False),
+    ("drcnn", "faster_rcnn", "AP90", False),
+    ("drcnn_cascade", "drcnn", "AP90", False),
+]
+# Orderings inside one Double-Head-Ext model (its extra evaluations): (a, b, column, a >= b).
+MODE_TARGETS = [("fused", "average", "AP", True), ("max", "double", "AP", True)]
+NMS_REG = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+
+def study_runs(args):
+    """The runs of the chosen study."""
+    def config(model):
+        return os.path.join(REPO, "configs", "shapes", f"{model}.yaml")
+
+    def out(name, seed):
+        return os.path.join(args.output_dir, name, f"seed{seed}")
+
+    if args.study == "main":
+        return [
+            Run(m, s, config(m), out(m, s), list(args.opts), EVALS.get(m, {}))
+            for m in args.models
+            for s in args.seeds
+        ]
+    if args.study == "nms_reg":
+        return [
+            Run(f"drcnn nms_reg {t:.2f}", s, config("drcnn"), out(f"drcnn_nms_reg{t:.2f}", s),
+                ["MODEL.DECOUPLED.NMS_THRESH_REG", str(t), *args.opts])
+            for t in NMS_REG
+            for s in args.seeds
+        ]
+    if args.study == "fidelity":
+        # each authors'-code default against the project's earlier behaviour (same seeds)
+        old = {
+            "dh": ["MODEL.DOUBLE_HEAD.CONV_ROI_POOLING", "enlarged_clipped"],
+            "dh_ext": ["MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT", "zero_norm"],
+            "drcnn": ["MODEL.DECOUPLED.REG_LOSS_NORMALIZER", "num_samples"],
+            "drcnn_cascade": ["MODEL.DECOUPLED.REG_PROPOSAL_APPEND_GT", "True"],
+            "drcnn_dh": ["MODEL.DECOUPLED.REG_ROI_SCALE", "1.0"],
+        }
+        return [
+            Run(f"{m} {' '.join(o)}", s, config(m), out(f"{m}_old_{o[0].split('.')[-1].lower()}", s),
+                [*o, *args.opts])
+            for m, o in old.items()
+            for s in args.seeds
+        ]
+    raise ValueError(args.study)
+
+
+def commit():
+    """HEAD's hash, with "-dirty" when tracked files differ from it."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def protocol(args):
+    """The shared schedule of the shapes configs (configs/shapes/faster_rcnn.yaml) and options."""
+    with open(os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")) as f:
+        base = yaml.safe_load(f)
+    return {
+        "data": "shapes_train (600 images) -> shapes_val (120 images)",
+        "weights": base["MODEL"]["WEIGHTS"],
+        "solver": base["SOLVER"],
+        "extra_opts": list(args.opts),
+        "seeds": list(args.seeds),
+        "cpu_threads": os.cpu_count(),
+    }
+
+
+def write_report(args, results):
+    """JSON, markdown (table + orderings) and, for the main study, the AP-vs-IoU plot."""
+    os.makedirs(args.results_dir, exist_ok=True)
+    stem = os.path.join(args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}")
+    doc = {"protocol": protocol(args), "commit": commit(), "runs": results}
+    with open(stem + ".json", "w") as f:
+        json.dump(doc, f, indent=1)
+    summary = summarize(results)
+    lines = [
+        f"Box AP on shapes_val, mean ± std over seeds (`python tools/reproduce.py "
+        f"{'--study ' + args.study if args.study != 'main' else ''}`, commit {doc['commit'][:12]}).",
+        "",
+        markdown_table(summary),
+    ]
+    if args.study == "main":
+        lines += ["", "Orderings of the papers (a difference counts when it exceeds the larger std):", ""]
+        lines += [f"- {compare(summary, *t)}" for t in TARGETS if t[0] in summary and t[1] in summary]
+        modes = {}
+        for name in ("evals/fused", "evals/average", "evals/max", "evals/double", "evals/conv", "evals/fc"):
+            modes.update({name.split("/")[1]: s["dh_ext"] for s in [summarize(results, name)] if "dh_ext" in s})
+        if modes:
+            lines += ["", "Double-Head-Ext inference modes and fusions (same weights):", "", markdown_table(modes)]
+            lines += [""] + [f"- {compare(modes, *t)}" for t in MODE_TARGETS if t[0] in modes and t[1] in modes]
+        stages = {k: s["drcnn_cascade"] for k in ("stage1", "stage2") for s in [summarize(results, "evals/" + k)]
+                  if "drcnn_cascade" in s}
+        if stages:
+            stages["stage3"] = summary["drcnn_cascade"]
+            lines += ["", "Decoupled R-CNN cascade, boxes after each stage (same weights):", "", markdown_table(stages)]
+        plot_ap_vs_iou(summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nWrote {stem}.json, {stem}.md" + (f", {stem}_ap_vs_iou.png" if args.study == "main" else ""))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", default="main", choices=["main", "nms_reg", "fidelity"])
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, help="main study only")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="default: 1 2 3 (main), 1 (nms_reg, fidelity)")
+    parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "reproduce"))
+    parser.add_argument("--results-dir", default=os.path.join(REPO, "docs", "results"))
+    parser.add_argument("--name", default=None, help="file stem of the results (default: shapes[_<study>])")
+    parser.add_argument("--report-only", action="store_true", help="write the report from finished runs only")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config options for every run (KEY VALUE ...)")
+    args = parser.parse_args()
+    if args.seeds is None:
+        args.seeds = [1, 2, 3] if args.study == "main" else [1]
+    runs = study_runs(args)
+    if args.report_only:
+        results = [r for r in map(read_result, runs) if r]
+    else:
+        results = run_all(runs, os.path.join(REPO, "train_net.py"), print_fn=lambda s: print(s, flush=True))
+    write_report(args, results)
+
+
+
+if __name__ == "__main__":
+    main()
