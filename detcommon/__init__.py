@@ -1,8 +1,10 @@
 """Pieces every model of this project shares: the embedded shapes dataset, user dataset
-registration, COCO evaluation with the papers' AP columns, and trainer helpers."""
+registration, COCO evaluation with the papers' AP columns, the pretrained shapes backbone, and
+trainer helpers."""
 from .config import add_common_config
 from .datasets import register_coco_dataset, register_shapes, validate_coco_detection_json
 from .evaluation import PaperCOCOEvaluator
+from .pretrain import ensure_pretrained  # also registers shapes-pretrained:// with PathManager
 from .shapes import SHAPES_CLASSES, ensure_shapes
 
 register_shapes()
@@ -13,6 +15,7 @@ __all__ = [
     "register_shapes",
     "validate_coco_detection_json",
     "PaperCOCOEvaluator",
+    "ensure_pretrained",
     "SHAPES_CLASSES",
     "ensure_shapes",
 ]
