@@ -112,7 +112,8 @@ SCHEDULES = {"1x": ((8 * 7330, 11 * 7330), 12 * 7330), "2x": ((16 * 7330, 22 * 7
 @pytest.mark.parametrize("path", COCO_CONFIGS, ids=os.path.basename)
 def test_coco_configs_use_the_authors_solver_and_test_settings(path):
     """The paper's FPN baseline and every Decoupled R-CNN COCO config: lr 0.02 at 16 images,
-    warm-up 500 iterations from 0.001, 12 (24) epochs, test score threshold 0.001."""
+    warm-up 500 iterations from 0.001, 12 (24) epochs, test score threshold 0.001; the
+    authors' regression-loss divisor."""
     cfg = _load(path)
     steps, max_iter = SCHEDULES["2x" if path.endswith("_2x.yaml") else "1x"]
     solver = cfg.SOLVER
@@ -122,7 +123,11 @@ def test_coco_configs_use_the_authors_solver_and_test_settings(path):
     assert (solver.WARMUP_ITERS, solver.WARMUP_FACTOR, solver.WARMUP_METHOD) == (500, 0.001, "linear")
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.001
     assert (cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE) == (0.5, 100)
-    assert cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER_PER_IMAGE == 1024
+    # The authors' COCO code: stage weight x L1 sum / (1024 x images), no further lambda (their
+    # lambda 0.5 of Eq. 8 is the 1024, their lambda 1 would be 512), one regressor or three.
+    d = cfg.MODEL.DECOUPLED
+    assert (d.REG_LOSS_NORMALIZER, d.REG_LOSS_NORMALIZER_PER_IMAGE) == ("fixed", 1024)
+    assert d.REG_LOSS_LAMBDA == 1.0
 
 
 def test_config_files_cover_the_paper_tables():

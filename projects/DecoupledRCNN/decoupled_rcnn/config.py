@@ -12,11 +12,11 @@ TEST_CLASS_BOXES = ("auto", "per_class", "argmax")
 
 
 def add_decoupled_rcnn_config(cfg):
-    """Declares MODEL.DECOUPLED on a Detectron2 config, in place, with the paper's defaults.
+    """Declares MODEL.DECOUPLED on a Detectron2 config, in place, with the authors' defaults.
 
-    The defaults describe plain Decoupled R-CNN (one regressor); the 3-stage cascade sets
-    NUM_REG_STAGES, the two per-stage lists and REG_LOSS_LAMBDA together (see
-    configs/drcnn_cascade_R50_FPN_1x.yaml).
+    The defaults describe plain Decoupled R-CNN (one regressor) as the authors' COCO code
+    trains and tests it; the 3-stage cascade sets NUM_REG_STAGES and the two per-stage lists
+    together (see configs/drcnn_cascade_R50_FPN_1x.yaml).
     """
     _C = cfg
     _C.MODEL.DECOUPLED = CN()
@@ -36,7 +36,10 @@ def add_decoupled_rcnn_config(cfg):
     _C.MODEL.DECOUPLED.REG_STAGE_BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0),)
     # Loss weight per regression stage; the cascade uses (1.0, 0.5, 0.25).
     _C.MODEL.DECOUPLED.REG_STAGE_LOSS_WEIGHTS = (1.0,)
-    # lambda of Eq. 8, multiplies every stage's regression loss: 1.0 single, 0.5 cascade (Table VI).
+    # Multiplies every stage's regression loss. With REG_LOSS_NORMALIZER "fixed", Eq. 8's lambda
+    # (Table VI) is this factor x 512 / REG_LOSS_NORMALIZER_PER_IMAGE: the authors' code has no
+    # such factor, it divides by 512 / lambda RoIs per image (1024 on COCO, for one regressor
+    # and for the cascade); with "num_samples" it is lambda itself.
     _C.MODEL.DECOUPLED.REG_LOSS_LAMBDA = 1.0
     # Regression loss: "l1" (paper) or "smooth_l1".
     _C.MODEL.DECOUPLED.REG_LOSS_TYPE = "l1"
