@@ -9,6 +9,7 @@ import torch
 from detectron2.layers import nonzero_tuple
 from detectron2.modeling.poolers import (
     ROIPooler,
+    _create_zeros,
     assign_boxes_to_levels,
     convert_boxes_to_pooler_format,
 )
@@ -54,7 +55,8 @@ class EnlargedROIPooler(ROIPooler):
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
         )
         pooler_fmt_boxes = convert_boxes_to_pooler_format(enlarged)  # (R, 5): image index, box
-        output = x[0].new_zeros((len(pooler_fmt_boxes), x[0].shape[1], *self.output_size))
+        # as ROIPooler: the number of boxes and the device stay inputs of a traced model
+        output = _create_zeros(pooler_fmt_boxes, x[0].shape[1], *self.output_size, x[0])
         for level, pooler in enumerate(self.level_poolers):
             inds = nonzero_tuple(levels == level)[0]
             # index_put_ rather than advanced indexing (pytorch/issues/49852), as ROIPooler does
