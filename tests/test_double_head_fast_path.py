@@ -103,6 +103,23 @@ def test_double_fast_path_gives_the_full_path_detections(trained):
     _assert_same_detections(fast, _all_branches(model, inputs, "double"))
 
 
+def test_double_fast_path_with_the_earlier_conv_pooling(trained):
+    """CONV_ROI_POOLING "enlarged_clipped" (no pooler of its own): the fast path still exact."""
+    model, inputs = trained
+    earlier = {"conv_box_pooler": None, "conv_roi_pooling": "enlarged_clipped"}
+    fast, fast_rois = _run(model, inputs, test_mode="double", fast_path=True, **earlier)
+    full, full_rois = _run(model, inputs, test_mode="double", fast_path=False, **earlier)
+    assert 0 < fast_rois["conv"] < full_rois["conv"]
+    assert sum(len(d) for d in fast) >= len(inputs)
+    _assert_same_detections(fast, full)
+    # the setting took effect: another pooling of the conv branch, other boxes than the default's
+    default, _ = _run(model, inputs, test_mode="double", fast_path=False)
+    assert any(
+        len(a) != len(b) or not torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        for a, b in zip(full, default)
+    )
+
+
 def test_fast_path_without_any_proposal_left(trained):
     model, inputs = trained
     predictor = model.roi_heads.box_predictors["conv"]  # its threshold is the one applied

@@ -15,6 +15,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.export import TracingAdapter
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model, build_roi_heads
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead, StandardROIHeads
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -22,11 +23,11 @@ from detectron2.utils.testing import assert_instances_allclose
 
 from conftest import TINY_OPTS, run_train_net, tiny_double_head_cfg
 from detcommon import add_common_config
+from detcommon.poolers import EnlargedROIPooler, enlarge_boxes
 from double_head import (
     DoubleHeadConvHead,
     MultiModeInference,
     add_doublehead_config,
-    enlarge_boxes,
     multi_mode_evaluation,
 )
 from double_head.evaluation import MultiModeEvaluator
@@ -67,40 +68,79 @@ def _model(*opts, config="configs/shapes/dh_ext.yaml"):
     return build_model(_cfg(config, opts))
 
 
-def test_enlarge_boxes_about_centre_and_clip():
-    boxes = Boxes(torch.tensor([[20.0, 30.0, 40.0, 70.0], [0.0, 0.0, 10.0, 10.0]]))
-    enlarged = enlarge_boxes(boxes, 1.3, (100, 100))
-    assert torch.allclose(enlarged.tensor[0], torch.tensor([17.0, 24.0, 43.0, 76.0]))
-    assert torch.allclose(enlarged.get_centers()[0], boxes.get_centers()[0])
-    assert torch.allclose(enlarged.tensor[1], torch.tensor([0.0, 0.0, 11.5, 11.5]))  # clipped at 0
-    clipped = enlarge_boxes(Boxes(torch.tensor([[80.0, 85.0, 98.0, 99.0]])), 1.3, (90, 100))
-    assert torch.allclose(clipped.tensor, torch.tensor([[77.3, 82.9, 100.0, 90.0]]))
+FPN_SHAPES = {f"p{i}": ShapeSpec(channels=32, stride=2**i) for i in range(2, 6)}
 
 
-@pytest.mark.parametrize("scale", [1.3, 1.0])
-def test_conv_branch_pools_enlarged_proposals(scale):
-    model = _model("MODEL.DOUBLE_HEAD.CONV_ROI_SCALE", scale).eval()
-    pooled = []
-    model.roi_heads.box_pooler.register_forward_pre_hook(lambda m, args: pooled.append(args[1]))
-    inputs = _inputs(with_targets=False)
+def _pooling_case(*opts):
+    """
+    DoubleHeadROIHeads of the tiny Ext model on random FPN features of two 256 x 256 images, the
+    RoI features each branch's box head receives from hand-made proposals, and those proposals:
+    a 100 px box on P2 that enlarged by 1.3 would map to P3, a box in the image corner and one
+    at the bottom-right border, whose enlarged boxes cross the image border.
+    """
+    cfg = _cfg(opts=opts)
+    torch.manual_seed(0)
+    heads = build_roi_heads(cfg, FPN_SHAPES).eval()
+    features = [torch.rand(2, 32, 256 // s.stride, 256 // s.stride) for s in FPN_SHAPES.values()]
+    proposals = []
+    for boxes in (
+        [[78.0, 78.0, 178.0, 178.0], [0.0, 0.0, 40.0, 40.0]],
+        [[200.0, 180.0, 256.0, 256.0]],
+    ):
+        p = Instances((256, 256))
+        p.proposal_boxes = Boxes(torch.tensor(boxes))
+        proposals.append(p)
+    seen = {}
+    for branch, head in heads.box_heads.items():
+        head.register_forward_pre_hook(lambda m, args, b=branch: seen.update({b: args[0]}))
     with torch.no_grad():
-        images = model.preprocess_image(inputs)
-        features = model.backbone(images.tensor)
-        proposals, _ = model.proposal_generator(images, features)
-        model.roi_heads(images, features, proposals)
-    if scale == 1.0:
-        assert len(pooled) == 1  # both branches share one pooling
-        return
-    assert len(pooled) == 2  # fc branch: proposals; conv branch: enlarged proposals
-    for fc_boxes, conv_boxes, p in zip(pooled[0], pooled[1], proposals):
-        assert torch.equal(fc_boxes.tensor, p.proposal_boxes.tensor)
-        expected = enlarge_boxes(p.proposal_boxes, 1.3, p.image_size)
-        assert torch.allclose(conv_boxes.tensor, expected.tensor)
-        h, w = p.image_size
-        inside = (conv_boxes.tensor >= 0).all() and (conv_boxes.tensor[:, 2] <= w).all()
-        assert inside and (conv_boxes.tensor[:, 3] <= h).all()
-        grown = conv_boxes.area() > fc_boxes.area()  # grown unless clipped on all sides
-        assert grown.float().mean() > 0.9
+        heads._predict_branches(features, proposals)
+    return cfg, heads, features, proposals, seen
+
+
+def _pooler(cfg, cls=ROIPooler, **kwargs):
+    head = cfg.MODEL.ROI_BOX_HEAD
+    return cls(
+        head.POOLER_RESOLUTION, tuple(1.0 / s.stride for s in FPN_SHAPES.values()),
+        head.POOLER_SAMPLING_RATIO, head.POOLER_TYPE, **kwargs,
+    )  # fmt: skip
+
+
+def _enlarged_clipped(proposals):
+    """The earlier pooling's boxes: enlarged by 1.3, clipped to the image."""
+    boxes = [enlarge_boxes(p.proposal_boxes, 1.3) for p in proposals]
+    for b, p in zip(boxes, proposals):
+        b.clip(p.image_size)
+    return boxes
+
+
+def test_conv_branch_pools_on_the_level_of_the_proposal_unclipped():
+    """Default (authors' PoolerNeighbor): the enlarged box, unclipped, on the proposal's level."""
+    cfg, heads, features, proposals, seen = _pooling_case()
+    assert heads.conv_roi_pooling == "original_level"
+    boxes = [p.proposal_boxes for p in proposals]
+    assert torch.equal(seen["fc"], _pooler(cfg)(features, boxes))
+    expected = _pooler(cfg, EnlargedROIPooler, scale=1.3)(features, boxes)
+    assert torch.equal(seen["conv"], expected)
+    # every proposal differs from the earlier pooling: by its level, or by its clipping
+    earlier = _pooler(cfg)(features, _enlarged_clipped(proposals))
+    assert all(not torch.allclose(a, b, atol=1e-4) for a, b in zip(seen["conv"], earlier))
+
+
+def test_conv_branch_earlier_pooling_is_an_option():
+    cfg, heads, features, proposals, seen = _pooling_case(
+        "MODEL.DOUBLE_HEAD.CONV_ROI_POOLING", "enlarged_clipped"
+    )
+    assert heads.conv_box_pooler is None
+    assert torch.equal(seen["conv"], _pooler(cfg)(features, _enlarged_clipped(proposals)))
+
+
+@pytest.mark.parametrize("pooling", ["original_level", "enlarged_clipped"])
+def test_conv_roi_scale_one_pools_once(pooling):
+    opts = ["MODEL.DOUBLE_HEAD.CONV_ROI_SCALE", 1.0, "MODEL.DOUBLE_HEAD.CONV_ROI_POOLING", pooling]
+    cfg, heads, features, proposals, seen = _pooling_case(*opts)
+    assert heads.conv_box_pooler is None
+    assert seen["conv"] is seen["fc"]  # one pooling serves both branches
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -142,6 +182,12 @@ def test_refused_modes_at_build_time():
         _model("MODEL.DOUBLE_HEAD.FUSION", "product")
     with pytest.raises(ValueError, match="MODEL.DOUBLE_HEAD.CONV_ROI_SCALE must be > 0"):
         _model("MODEL.DOUBLE_HEAD.CONV_ROI_SCALE", 0.0)
+    message = (
+        r"MODEL.DOUBLE_HEAD.CONV_ROI_POOLING must be one of \['enlarged_clipped', "
+        r"'original_level'\], got 'clipped': use 'original_level'"
+    )
+    with pytest.raises(ValueError, match=message):
+        _model("MODEL.DOUBLE_HEAD.CONV_ROI_POOLING", "clipped")
 
 
 def test_vanilla_losses_and_untrained_layers():

@@ -17,8 +17,12 @@ def add_doublehead_config(cfg):
     # Box head of the "conv" branch, the one focused on box regression.
     _C.MODEL.DOUBLE_HEAD.REG_HEAD_NAME = "DoubleHeadConvHead"
     # The conv branch pools its RoI features from each proposal enlarged by this factor about
-    # its centre and clipped to the image (authors' code, not in the paper). 1.0: pool once.
+    # its centre (authors' code: --conv-bbox-expand 1.3; not in the paper). 1.0: pool once.
     _C.MODEL.DOUBLE_HEAD.CONV_ROI_SCALE = 1.3
+    # How it pools the enlarged box: "original_level" = on the FPN level of the proposal itself,
+    # not clipped (authors' PoolerNeighbor, MMDetection's roi_scale_factor); "enlarged_clipped" =
+    # clipped to the image, on the level of the enlarged box (this project's earlier pooling).
+    _C.MODEL.DOUBLE_HEAD.CONV_ROI_POOLING = "original_level"
     # w_fc and w_conv of Eq. 1 (Table 1 bottom: 2.0 / 2.5). 0 removes the branch entirely.
     _C.MODEL.DOUBLE_HEAD.LOSS_WEIGHT_FC = 2.0
     _C.MODEL.DOUBLE_HEAD.LOSS_WEIGHT_CONV = 2.5

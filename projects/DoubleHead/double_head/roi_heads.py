@@ -1,6 +1,6 @@
 """RoI heads of Double-Head (Wu et al., "Rethinking Classification and Localization", CVPR 2020)."""
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -16,6 +16,8 @@ from detectron2.modeling.roi_heads import (
 )
 from detectron2.structures import Boxes, Instances
 
+from detcommon.poolers import EnlargedROIPooler, enlarge_boxes
+
 from .outputs import (
     FUSIONS,
     TEST_MODES,
@@ -25,19 +27,33 @@ from .outputs import (
     loss_term_weights,
 )
 
-__all__ = ["DoubleHeadROIHeads", "enlarge_boxes"]
+__all__ = ["DoubleHeadROIHeads", "CONV_ROI_POOLINGS"]
+
+# How the conv branch pools a proposal enlarged by CONV_ROI_SCALE, value -> description.
+CONV_ROI_POOLINGS = {
+    # the authors' PoolerNeighbor (and MMDetection's roi_scale_factor)
+    "original_level": "on the FPN level of the proposal itself, the enlarged box not clipped",
+    # this project's earlier pooling: a plain ROIPooler on the enlarged, clipped boxes
+    "enlarged_clipped": "the enlarged box clipped to the image, on the FPN level of that box",
+}
 
 
-def enlarge_boxes(boxes: Boxes, scale: float, image_size: Tuple[int, int]) -> Boxes:
+def _needs_conv_pooler(conv_roi_scale: float, conv_roi_pooling: str) -> bool:
     """
-    Returns:
-        the (R, 4) `boxes` scaled by `scale` about their centres, clipped to `image_size` (h, w).
+    Whether the conv branch needs a pooler of its own (an :class:`EnlargedROIPooler`). Raises
+    ValueError naming the MODEL.DOUBLE_HEAD key of a bad scale or pooling.
     """
-    centers = boxes.get_centers()  # (R, 2)
-    half_sizes = (boxes.tensor[:, 2:] - boxes.tensor[:, :2]) * (scale / 2)
-    enlarged = torch.cat([centers - half_sizes, centers + half_sizes], dim=1)
-    # Boxes.clip would first check on the host that every box is finite: a GPU sync per image.
-    return Boxes(clip_boxes_to_image(enlarged, image_size))
+    if not conv_roi_scale > 0:
+        raise ValueError(
+            f"MODEL.DOUBLE_HEAD.CONV_ROI_SCALE must be > 0, got {conv_roi_scale}: use 1.3 "
+            "(authors' code) or 1.0 (no enlargement)"
+        )
+    if conv_roi_pooling not in CONV_ROI_POOLINGS:
+        raise ValueError(
+            f"MODEL.DOUBLE_HEAD.CONV_ROI_POOLING must be one of {sorted(CONV_ROI_POOLINGS)}, "
+            f"got {conv_roi_pooling!r}: use 'original_level' (authors' code)"
+        )
+    return conv_roi_pooling == "original_level" and conv_roi_scale != 1.0
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -45,10 +61,10 @@ class DoubleHeadROIHeads(StandardROIHeads):
     """
     Box prediction of Double-Head: two branches on the same proposals, "fc" (a 2-fc head, focused
     on classification) and "conv" (:class:`DoubleHeadConvHead`, focused on box regression, pooled
-    from proposals enlarged by `conv_roi_scale`), each with its own classifier and class-specific
-    box regressor, trained with the weighted losses of Eq. 1-3 and combined at test time by one
-    of the modes of Fig. 6 (see :data:`TEST_MODES`). Mask and keypoint heads, if any, work as in
-    :class:`StandardROIHeads` on the predicted boxes.
+    from proposals enlarged by `conv_roi_scale` as :data:`CONV_ROI_POOLINGS` says), each with its
+    own classifier and class-specific box regressor, trained with the weighted losses of Eq. 1-3
+    and combined at test time by one of the modes of Fig. 6 (see :data:`TEST_MODES`). Mask and
+    keypoint heads, if any, work as in :class:`StandardROIHeads` on the predicted boxes.
 
     At inference only the branches of the mode run; in the modes that score with the fc branch
     and box with the conv branch, the conv branch may run only on the proposals the fc scores
@@ -63,7 +79,9 @@ class DoubleHeadROIHeads(StandardROIHeads):
         box_pooler: ROIPooler,
         box_heads: Dict[str, nn.Module],
         box_predictors: Dict[str, DoubleHeadOutputLayers],
+        conv_box_pooler: Optional[EnlargedROIPooler] = None,
         conv_roi_scale: float = 1.3,
+        conv_roi_pooling: str = "original_level",
         test_mode: str = "fused",
         fusion: str = "complementary",
         eval_modes: Sequence[str] = (),
@@ -73,13 +91,19 @@ class DoubleHeadROIHeads(StandardROIHeads):
     ):
         """
         Args:
-            box_in_features, box_pooler: as for :class:`StandardROIHeads`; the pooler serves both
-                branches.
+            box_in_features, box_pooler: as for :class:`StandardROIHeads`; `box_pooler` pools
+                the fc branch, and the conv branch unless `conv_box_pooler` does.
             box_heads: branch ("fc" and/or "conv") -> box head, (R, C, H, W) -> (R, D).
             box_predictors: branch -> its :class:`DoubleHeadOutputLayers`; a branch whose loss
                 weights are both 0 is left out of both dicts.
+            conv_box_pooler: pools the conv branch in the "original_level" pooling: an
+                :class:`EnlargedROIPooler` with scale `conv_roi_scale`. None otherwise, or if
+                `conv_roi_scale` is 1 (both branches then share one pooling).
             conv_roi_scale: the conv branch pools proposals enlarged by this factor about their
-                centres, clipped to the image.
+                centres.
+            conv_roi_pooling: how, a key of :data:`CONV_ROI_POOLINGS`: "original_level" (the
+                authors') or "enlarged_clipped" (`box_pooler` on the enlarged boxes clipped to
+                the image).
             test_mode: the inference mode of :meth:`forward`, a key of :data:`TEST_MODES`.
             fusion: how the "fused" mode combines the two classifiers, a key of :data:`FUSIONS`.
             eval_modes: modes :meth:`predict_modes` may be asked for; checked here like
@@ -101,8 +125,17 @@ class DoubleHeadROIHeads(StandardROIHeads):
         )
         if self.train_on_pred_boxes:
             raise ValueError("DoubleHeadROIHeads does not support TRAIN_ON_PRED_BOXES")
-        if conv_roi_scale <= 0:
-            raise ValueError(f"MODEL.DOUBLE_HEAD.CONV_ROI_SCALE must be > 0, got {conv_roi_scale}")
+        if _needs_conv_pooler(conv_roi_scale, conv_roi_pooling):
+            if getattr(conv_box_pooler, "scale", None) != conv_roi_scale:
+                raise ValueError(
+                    f"conv_roi_pooling 'original_level' needs conv_box_pooler, an "
+                    f"EnlargedROIPooler of scale {conv_roi_scale}, got {conv_box_pooler!r}"
+                )
+        elif conv_box_pooler is not None:
+            raise ValueError(
+                f"conv_box_pooler is unused with conv_roi_scale {conv_roi_scale} and "
+                f"conv_roi_pooling {conv_roi_pooling!r}: pass None"
+            )
         if fusion not in FUSIONS:
             raise ValueError(
                 f"MODEL.DOUBLE_HEAD.FUSION must be one of {sorted(FUSIONS)}, got {fusion!r}"
@@ -118,7 +151,9 @@ class DoubleHeadROIHeads(StandardROIHeads):
             check_test_mode(mode, weights, key="MODEL.DOUBLE_HEAD.EVAL_MODES")
         self.box_heads = nn.ModuleDict(box_heads)
         self.box_predictors = nn.ModuleDict(box_predictors)
+        self.conv_box_pooler = conv_box_pooler
         self.conv_roi_scale = conv_roi_scale
+        self.conv_roi_pooling = conv_roi_pooling
         self.test_mode = test_mode
         self.fusion = fusion
         self.eval_modes = list(eval_modes)
@@ -131,6 +166,7 @@ class DoubleHeadROIHeads(StandardROIHeads):
         dh = cfg.MODEL.DOUBLE_HEAD
         ret.update(
             conv_roi_scale=dh.CONV_ROI_SCALE,
+            conv_roi_pooling=dh.CONV_ROI_POOLING,
             test_mode=dh.TEST_MODE,
             fusion=dh.FUSION,
             eval_modes=dh.EVAL_MODES,
@@ -146,12 +182,17 @@ class DoubleHeadROIHeads(StandardROIHeads):
         # One head serves every level, so the levels must have the same number of channels.
         in_channels = {input_shape[f].channels for f in in_features}
         assert len(in_channels) == 1, in_channels
-        box_pooler = ROIPooler(
+        pooler_args = dict(
             output_size=resolution,
             scales=tuple(1.0 / input_shape[f].stride for f in in_features),
             sampling_ratio=cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO,
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
         )
+        box_pooler = ROIPooler(**pooler_args)
+        scale = cfg.MODEL.DOUBLE_HEAD.CONV_ROI_SCALE
+        conv_box_pooler = None
+        if _needs_conv_pooler(scale, cfg.MODEL.DOUBLE_HEAD.CONV_ROI_POOLING):
+            conv_box_pooler = EnlargedROIPooler(**pooler_args, scale=scale)
         pooled_shape = ShapeSpec(channels=in_channels.pop(), height=resolution, width=resolution)
 
         weights = loss_term_weights(cfg)
@@ -170,21 +211,35 @@ class DoubleHeadROIHeads(StandardROIHeads):
         return {
             "box_in_features": in_features,
             "box_pooler": box_pooler,
+            "conv_box_pooler": conv_box_pooler,
             "box_heads": box_heads,
             "box_predictors": box_predictors,
         }
 
+    def _pooling(self, branch: str) -> str:
+        """How `branch` pools: "proposals", or "enlarged" (conv branch, unless its scale is 1)."""
+        return "enlarged" if branch == "conv" and self.conv_roi_scale != 1.0 else "proposals"
+
     def _pool(
-        self, features: List[torch.Tensor], proposals: List[Instances], scale: float
+        self, features: List[torch.Tensor], proposals: List[Instances], pooling: str
     ) -> torch.Tensor:
         """
         Returns:
-            (R, C, H, W) features of the R proposals of the batch, enlarged by `scale`.
+            (R, C, P, P) features of the R proposals of the batch, pooled as `pooling` says
+            (see :meth:`_pooling`).
         """
         boxes = [p.proposal_boxes for p in proposals]
-        if scale != 1.0:
-            boxes = [enlarge_boxes(b, scale, p.image_size) for b, p in zip(boxes, proposals)]
-        return self.box_pooler(features, boxes)
+        if pooling == "proposals":
+            return self.box_pooler(features, boxes)
+        if self.conv_box_pooler is not None:  # "original_level"
+            return self.conv_box_pooler(features, boxes)
+        # "enlarged_clipped". Boxes.clip would first check on the host that every box is finite:
+        # a GPU sync per image.
+        enlarged = [
+            Boxes(clip_boxes_to_image(enlarge_boxes(b, self.conv_roi_scale).tensor, p.image_size))
+            for b, p in zip(boxes, proposals)
+        ]
+        return self.box_pooler(features, enlarged)
 
     def _predict(self, branch: str, pooled: torch.Tensor) -> tuple:
         """(R, C, H, W) RoI features -> the branch's (scores (R, K + 1), deltas (R, 4K))."""
@@ -202,13 +257,13 @@ class DoubleHeadROIHeads(StandardROIHeads):
         Returns:
             branch -> (scores (R, K + 1) or None, deltas (R, 4K) or None).
         """
-        pooled = {}  # RoI scale -> pooled features (R, C, H, W); pooled once when scales agree
+        pooled = {}  # pooling -> features (R, C, P, P): pooled once when the branches agree
         predictions = {}
         for branch in self.box_heads if branches is None else branches:
-            scale = self.conv_roi_scale if branch == "conv" else 1.0
-            if scale not in pooled:
-                pooled[scale] = self._pool(features, proposals, scale)
-            predictions[branch] = self._predict(branch, pooled[scale])
+            pooling = self._pooling(branch)
+            if pooling not in pooled:
+                pooled[pooling] = self._pool(features, proposals, pooling)
+            predictions[branch] = self._predict(branch, pooled[pooling])
         return predictions
 
     def _conv_prefilter_thresh(self) -> float:
@@ -235,12 +290,12 @@ class DoubleHeadROIHeads(StandardROIHeads):
             predictions = self._predict_branches(features, proposals, branches)
             return detect(self.test_mode, predictions, self.box_predictors, proposals, self.fusion)
         # fc scores, conv boxes: the fc probabilities choose the proposals the conv branch sees.
-        fc_predictions = self._predict("fc", self._pool(features, proposals, 1.0))
+        fc_predictions = self._predict("fc", self._pool(features, proposals, "proposals"))
         fc_probs = self.box_predictors["fc"].predict_probs(fc_predictions, proposals)
         # per image, indices of the kept proposals: one GPU sync per image, then plain gathers
         keep = [torch.nonzero(p[:, :-1].max(dim=1).values >= thresh).squeeze(1) for p in fc_probs]
         kept = [p[k] for p, k in zip(proposals, keep)]
-        conv_predictions = self._predict("conv", self._pool(features, kept, self.conv_roi_scale))
+        conv_predictions = self._predict("conv", self._pool(features, kept, self._pooling("conv")))
         return detect(
             self.test_mode,
             {"conv": conv_predictions},
