@@ -41,6 +41,11 @@ def _num_params(module):
     return sum(p.numel() for p in module.parameters())
 
 
+def _num_conv_weights(module):
+    """Parameters of the conv and fc weights alone: what the paper counts."""
+    return sum(p.numel() for p in module.parameters() if p.dim() > 1)
+
+
 def test_parameter_counts_match_paper():
     cfg = _cfg()
     assert _num_params(FastRCNNConvFCHead(cfg, POOLED)) == 13_895_680  # 13.25 M
@@ -50,8 +55,13 @@ def test_parameter_counts_match_paper():
         "up_channel", "nonlocal1", "bottleneck1", "nonlocal2", "bottleneck2", "avgpool", "flatten"
     ]  # fmt: skip
     for block, paper in [("up_channel", 1.06), ("bottleneck1", 1.06), ("nonlocal1", 2.0)]:
-        assert _num_params(getattr(head, block)) / M == pytest.approx(paper, abs=0.03), block
-    assert _num_params(head) / M == pytest.approx(7.19, abs=0.03)
+        assert _num_conv_weights(getattr(head, block)) / M == pytest.approx(paper, abs=0.005), block
+    assert _num_conv_weights(head) == 7_536_640  # 7.19 M, the paper's figure
+    # All parameters: biases of theta, phi, g and of the last conv (authors' init), BN affine.
+    assert _num_params(head.up_channel) == 1_118_720  # 1.07 M
+    assert _num_params(head.bottleneck1) == 1_117_184  # 1.07 M
+    assert _num_params(head.nonlocal1) == 2_101_760  # 2.00 M, 1024 of them the last conv's bias
+    assert _num_params(head) == 7_556_608  # 7.21 M
 
 
 @pytest.mark.parametrize("num_bottlenecks,num_nonlocal", [(0, 0), (4, 0), (3, 3), (2, 1)])
@@ -84,14 +94,42 @@ def test_more_nonlocal_than_bottlenecks_is_refused():
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("init", ["zero_conv", "zero_norm"])
+def test_nonlocal_block_starts_as_identity_and_relu(init):
+    """
+    zero_conv (authors' code): last 1x1 conv with a bias, weight and bias 0, BN scale 1;
+    zero_norm (the earlier init): last conv without bias, BN scale 0. Both: relu(x) exactly, in
+    training (batch statistics) and in inference (running statistics) mode.
+    """
+    torch.manual_seed(0)
+    block = NonLocalBlock(8, inner_channels=4, num_groups=2, init=init)
+    conv, norm = block.out, block.out.norm
+    if init == "zero_conv":
+        assert conv.bias is not None and not conv.weight.any() and not conv.bias.any()
+        assert torch.equal(norm.weight, torch.ones(8)) and not norm.bias.any()
+    else:
+        assert conv.bias is None and conv.weight.any()
+        assert not norm.weight.any() and not norm.bias.any()
+    x = torch.randn(3, 8, 7, 7)  # negative values too: relu(x + 0)
+    assert torch.equal(block(x), torch.relu(x))  # training mode
+    assert torch.equal(block.eval()(x), torch.relu(x))
+
+
+def test_nonlocal_init_is_refused_unless_known():
+    cfg = _cfg()
+    cfg.MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT = "zero"
+    message = r"CONV_HEAD.NONLOCAL_INIT must be one of \['zero_conv', 'zero_norm'\], got 'zero'"
+    with pytest.raises(ValueError, match=message):
+        DoubleHeadConvHead(cfg, POOLED)
+
+
 def test_nonlocal_block_definition():
-    """Identity at initialisation; then y_i = sum_j (theta_i . phi_j / N) g_j within each group."""
+    """y_i = sum_j (theta_i . phi_j / N) g_j within each group, then the last conv and BN."""
     torch.manual_seed(0)
     block = NonLocalBlock(6, inner_channels=4, num_groups=2).eval()
     x = torch.rand(2, 6, 3, 3)
-    assert torch.equal(block(x), x)  # x >= 0: relu(x + 0) = x
-
-    torch.nn.init.constant_(block.out.norm.weight, 1.0)
+    for param in (block.out.weight, block.out.bias):  # zero at initialisation
+        torch.nn.init.normal_(param)
     theta, phi, g = (conv(x).flatten(2) for conv in (block.theta, block.phi, block.g))
     y = torch.zeros_like(g)  # (R, inner channels, N)
     for group in (slice(0, 2), slice(2, 4)):

@@ -216,8 +216,10 @@ def test_gradients_reach_both_heads():
     for name, param in model.roi_heads.named_parameters():
         assert param.grad is not None, name
     heads = model.roi_heads.box_heads
-    # The non-local blocks start as identities (zero-initialised output scale), so their
-    # theta/phi/g receive zero gradient on the first step; every other layer receives some.
+    # The non-local blocks start as identities (last conv at zero), so their theta/phi/g receive
+    # zero gradient on the first step; every other layer receives some, that last conv included
+    # (its BN scale is 1: with the earlier zero BN scale it would receive none).
+    assert heads.conv.nonlocal1.out.weight.grad.abs().sum() > 0
     for layer in [
         heads.fc.fc1,
         heads.conv.up_channel.conv1,

@@ -10,7 +10,15 @@ from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone.resnet import BottleneckBlock
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
 
-__all__ = ["UpChannelBlock", "NonLocalBlock", "DoubleHeadConvHead"]
+__all__ = ["UpChannelBlock", "NonLocalBlock", "DoubleHeadConvHead", "NONLOCAL_INITS"]
+
+# How a non-local block starts as an identity, value -> description.
+NONLOCAL_INITS = {
+    # the authors' code (attention.py, _NonLocalBlockND_Group)
+    "zero_conv": "last 1x1 conv with a bias, weight and bias 0, then its norm with scale 1",
+    # this project's earlier init: the last norm's scale at 0
+    "zero_norm": "last 1x1 conv without bias, then its norm with scale 0",
+}
 
 
 class UpChannelBlock(CNNBlockBase):
@@ -53,28 +61,39 @@ class NonLocalBlock(CNNBlockBase):
     Grouped non-local block of Fig. 5c. theta, phi and g are 1x1 convs to `inner_channels`,
     split into `num_groups` groups; in each group every position gathers g over all N = H*W
     positions, weighted by the dot product theta_i . phi_j divided by N (no softmax). A 1x1 conv
-    back to `channels` and a norm whose scale starts at 0 make the block an identity at
-    initialisation; it ends with a residual add and a ReLU. (R, C, H, W) -> (R, C, H, W).
+    back to `channels` and a norm, initialised as `init` says (see :data:`NONLOCAL_INITS`), make
+    the block an identity at initialisation; it ends with a residual add and a ReLU.
+    (R, C, H, W) -> (R, C, H, W).
     """
 
-    def __init__(self, channels, *, inner_channels, num_groups=4, norm="BN"):
+    def __init__(self, channels, *, inner_channels, num_groups=4, norm="BN", init="zero_conv"):
         super().__init__(channels, channels, stride=1)
         if inner_channels % num_groups != 0:
             raise ValueError(
                 f"Non-local inner channels ({inner_channels}) must be divisible by the number "
                 f"of groups ({num_groups})"
             )
+        assert init in NONLOCAL_INITS, init
         self.num_groups = num_groups
         self.theta = Conv2d(channels, inner_channels, kernel_size=1)
         self.phi = Conv2d(channels, inner_channels, kernel_size=1)
         self.g = Conv2d(channels, inner_channels, kernel_size=1)
         self.out = Conv2d(
-            inner_channels, channels, kernel_size=1, bias=False, norm=get_norm(norm, channels)
+            inner_channels,
+            channels,
+            kernel_size=1,
+            bias=init == "zero_conv",
+            norm=get_norm(norm, channels),
         )
         for layer in [self.theta, self.phi, self.g, self.out]:
             weight_init.c2_msra_fill(layer)
-        # Zero scale on the last layer: the residual branch starts at 0, the block as an identity.
-        nn.init.constant_((self.out.norm if self.out.norm is not None else self.out).weight, 0)
+        # The residual branch starts at 0 (the norm's shift is 0), the block as an identity.
+        if init == "zero_conv" or self.out.norm is None:
+            nn.init.constant_(self.out.weight, 0)
+            if self.out.bias is not None:
+                nn.init.constant_(self.out.bias, 0)
+        else:
+            nn.init.constant_(self.out.norm.weight, 0)
 
     def forward(self, x):
         h, w = x.shape[2:]
@@ -107,6 +126,7 @@ class DoubleHeadConvHead(nn.Sequential):
         num_nonlocal: int,
         nonlocal_dim: int,
         nonlocal_groups: int,
+        nonlocal_init: str = "zero_conv",
         norm: str = "BN",
     ):
         """
@@ -118,6 +138,8 @@ class DoubleHeadConvHead(nn.Sequential):
             num_nonlocal: number of non-local blocks, one in front of each of the first
                 `num_nonlocal` bottlenecks; at most `num_bottlenecks`.
             nonlocal_dim, nonlocal_groups: inner channels and groups of the non-local blocks.
+            nonlocal_init: how the non-local blocks start as identities, a key of
+                :data:`NONLOCAL_INITS`.
             norm: normalization after every conv (see :func:`detectron2.layers.get_norm`).
         """
         super().__init__()
@@ -138,7 +160,11 @@ class DoubleHeadConvHead(nn.Sequential):
                 self.add_module(
                     f"nonlocal{k + 1}",
                     NonLocalBlock(
-                        conv_dim, inner_channels=nonlocal_dim, num_groups=nonlocal_groups, norm=norm
+                        conv_dim,
+                        inner_channels=nonlocal_dim,
+                        num_groups=nonlocal_groups,
+                        norm=norm,
+                        init=nonlocal_init,
                     ),
                 )
             self.add_module(
@@ -161,6 +187,7 @@ class DoubleHeadConvHead(nn.Sequential):
             "num_nonlocal": head.NUM_NONLOCAL,
             "nonlocal_dim": head.NONLOCAL_DIM,
             "nonlocal_groups": head.NONLOCAL_GROUPS,
+            "nonlocal_init": head.NONLOCAL_INIT,
             "norm": head.NORM,
         }
 
@@ -192,6 +219,11 @@ def _check_conv_head_config(head):
         raise ValueError(
             f"{_KEY}NONLOCAL_DIM ({head.NONLOCAL_DIM}) must be a multiple of "
             f"{_KEY}NONLOCAL_GROUPS ({head.NONLOCAL_GROUPS})"
+        )
+    if head.NONLOCAL_INIT not in NONLOCAL_INITS:
+        raise ValueError(
+            f"{_KEY}NONLOCAL_INIT must be one of {sorted(NONLOCAL_INITS)}, got "
+            f"{head.NONLOCAL_INIT!r}: use 'zero_conv' (authors' code)"
         )
     if head.NORM not in _NORMS:
         raise ValueError(f"{_KEY}NORM must be one of {list(_NORMS)}, got {head.NORM!r}")
