@@ -278,10 +278,45 @@ def test_single_fc_head_ablation_is_standard_faster_rcnn():
         assert_instances_allclose(a, b)
 
 
-CONFIGS = sorted(
-    glob.glob(os.path.join(REPO, "configs", "dh_*.yaml"))
-    + glob.glob(os.path.join(REPO, "configs", "ablations", "dh_table*.yaml"))
+BASELINE = os.path.join(REPO, "configs", "dh_faster_rcnn_R50_FPN_1x.yaml")  # the paper's FPN
+CONFIGS = sorted(  # Double-Head's own
+    {
+        *glob.glob(os.path.join(REPO, "configs", "dh_*.yaml")),
+        *glob.glob(os.path.join(REPO, "configs", "ablations", "dh_table*.yaml")),
+    }
+    - {BASELINE}
 )
+
+
+def _coco_cfg(path):
+    cfg = get_cfg()
+    add_doublehead_config(cfg)
+    cfg.merge_from_file(path)
+    return cfg
+
+
+def test_paper_configs_carry_the_authors_training_setup():
+    """The Double-Head COCO configs, the FPN baseline included: the authors' solver and RoIAlign
+    sampling (maskrcnn-benchmark's), their conv-branch pooling and non-local init."""
+    authors = {
+        "SOLVER.IMS_PER_BATCH": 8, "SOLVER.BASE_LR": 0.01, "SOLVER.STEPS": (120000, 160000),
+        "SOLVER.MAX_ITER": 180000, "SOLVER.WARMUP_ITERS": 500, "SOLVER.WARMUP_FACTOR": 1 / 3,
+        "SOLVER.WARMUP_METHOD": "linear", "SOLVER.BIAS_LR_FACTOR": 2.0,
+        "SOLVER.WEIGHT_DECAY": 1e-4, "SOLVER.WEIGHT_DECAY_BIAS": 0.0,
+        "SOLVER.WEIGHT_DECAY_NORM": 1e-4, "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 2,
+        "MODEL.DOUBLE_HEAD.CONV_ROI_SCALE": 1.3,
+        "MODEL.DOUBLE_HEAD.CONV_ROI_POOLING": "original_level",
+        "MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT": "zero_conv",
+    }  # fmt: skip
+    assert len(CONFIGS) >= 20
+    for path in [BASELINE, *CONFIGS]:
+        cfg = _coco_cfg(path)
+        for key, value in authors.items():
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            assert node == pytest.approx(value), (path, key)
+    assert _coco_cfg(BASELINE).MODEL.ROI_HEADS.NAME == "StandardROIHeads"
 
 
 def test_every_config_builds_its_heads():
@@ -289,10 +324,7 @@ def test_every_config_builds_its_heads():
     shapes = {f"p{i}": ShapeSpec(channels=256, stride=2**i) for i in range(2, 6)}
     built = {}
     for path in CONFIGS:
-        cfg = get_cfg()
-        add_doublehead_config(cfg)
-        cfg.merge_from_file(path)
-        heads = build_roi_heads(cfg, shapes)
+        heads = build_roi_heads(_coco_cfg(path), shapes)
         built[os.path.basename(path)[: -len(".yaml")]] = {
             b: type(h) for b, h in heads.box_heads.items()
         }, heads
