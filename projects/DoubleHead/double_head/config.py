@@ -67,7 +67,7 @@ def add_doublehead_config(cfg):
     _C.MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_GROUPS = 4
     # How each non-local block starts as an identity: "zero_conv" = weight and bias of its last
     # 1x1 conv at 0, norm scale 1 (authors' _NonLocalBlockND_Group); "zero_norm" = last conv
-    # without bias, norm scale 0 (this project's earlier init, for its checkpoints).
+    # without bias, norm scale 0 (this project's earlier init).
     _C.MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT = "zero_conv"
     # Normalization after every conv of the head (see detectron2.layers.get_norm).
     _C.MODEL.DOUBLE_HEAD.CONV_HEAD.NORM = "BN"
