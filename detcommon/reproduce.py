@@ -27,9 +27,12 @@ __all__ = [
     "Run",
     "run_all",
     "read_result",
+    "git_commit",
     "summarize",
     "markdown_table",
     "plot_ap_vs_iou",
+    "learning_curve",
+    "plot_learning_curves",
     "compare",
     "IOU_COLUMNS",
 ]
@@ -65,16 +68,27 @@ class Run:
         return hashlib.sha256(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _config_chain(path: str) -> List[str]:
-    """The text of a YAML config and of every `_BASE_` it extends, base last."""
-    texts = []
+def _config_chain(path: str) -> List[dict]:
+    """A YAML config and every `_BASE_` it extends, parsed (comments do not count), base last."""
+    chain = []
     while path:
         with open(path) as f:
-            text = f.read()
-        texts.append(text)
-        base = (yaml.safe_load(text) or {}).get("_BASE_")
+            values = yaml.safe_load(f) or {}
+        chain.append(values)
+        base = values.get("_BASE_")
         path = os.path.join(os.path.dirname(path), base) if base else None
-    return texts
+    return chain
+
+
+def git_commit(repo: str) -> str:
+    """HEAD's hash in `repo`, with "-dirty" when tracked files differ from it."""
+
+    def git(*args):
+        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return proc.stdout.strip()
+
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def read_result(run: Run) -> Optional[dict]:
@@ -189,6 +203,7 @@ def run_all(
                 "metrics": metrics,
                 "evals": evals,
                 "seconds": round(time.monotonic() - start, 1),
+                "commit": git_commit(os.path.dirname(os.path.abspath(train_script))),
                 "recipe_key": run.recipe_key(),
             }
             tmp = os.path.join(run.output_dir, RESULT_FILE + ".tmp")
@@ -275,6 +290,52 @@ def plot_ap_vs_iou(summary: Dict[str, dict], path: str, title: str = "") -> str:
     ax.set_xlabel("IoU threshold")
     ax.set_ylabel("AP (%)")
     ax.set_xticks(IOU_THRESHOLDS)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def learning_curve(output_dir: str, column: str = "AP") -> List[tuple]:
+    """[(iteration, bbox/<column>)] of every evaluation in a run's metrics.json, in order."""
+    points = {}
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        for line in f:
+            row = json.loads(line)
+            if f"bbox/{column}" in row:
+                points[row["iteration"] + 1] = row[f"bbox/{column}"]
+    return sorted(points.items())
+
+
+def plot_learning_curves(curves: Dict[str, List[List[tuple]]], path: str, title: str = "") -> str:
+    """
+    AP against training iterations, one line per name: the mean over its runs (one curve per
+    seed, same iterations), a band of ± one std where there are several; a PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for name, runs in curves.items():
+        iters = sorted({it for run in runs for it, _ in run})
+        values = [[dict(run).get(it) for run in runs] for it in iters]
+        stats = [_mean_std([v for v in vs if v is not None]) for vs in values]
+        mean = [m for m, _ in stats]
+        line = ax.plot(iters, mean, marker="o", ms=3, lw=1.2, label=f"{name} ({len(runs)} runs)")
+        if len(runs) > 1:
+            ax.fill_between(
+                iters, [m - s for m, s in stats], [m + s for m, s in stats],
+                color=line[0].get_color(), alpha=0.15,
+            )  # fmt: skip
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("AP on shapes_val (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

@@ -5,6 +5,7 @@
     python tools/reproduce.py --models faster_rcnn dh_ext --seeds 1 2
     python tools/reproduce.py --study nms_reg      # Table III on shapes: NMS_reg 0.70 ... 0.95
     python tools/reproduce.py --study fidelity     # each authors'-code fix against its old value
+    python tools/reproduce.py --study schedule     # the baseline on twice the schedule + curves
 
 Each run trains `configs/shapes/<model>.yaml` with `SEED <seed>` (initialisation and data
 order) into `<output-dir>/<model>/seed<seed>/`, then evaluates it on shapes_val. Finished runs
@@ -16,7 +17,6 @@ the main study, `<study>_ap_vs_iou.png`.
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import yaml
@@ -24,7 +24,10 @@ import yaml
 from detcommon.reproduce import (
     Run,
     compare,
+    git_commit,
+    learning_curve,
     markdown_table,
+    plot_learning_curves,
     plot_ap_vs_iou,
     read_result,
     run_all,
@@ -97,21 +100,37 @@ def study_runs(args):
             for m, o in old.items()
             for s in args.seeds
         ]
+    if args.study == "schedule":
+        return [
+            Run(f"{m} 2x", s, config(m), out(f"{m}_2x", s), [*doubled_schedule(), *args.opts])
+            for m in args.models
+            for s in args.seeds
+        ]
     raise ValueError(args.study)
 
 
+def doubled_schedule():
+    """Options that double the shapes schedule (iterations, lr steps, evaluation period)."""
+    solver, test = _shapes_base()["SOLVER"], _shapes_base()["TEST"]
+    steps = ",".join(str(2 * x) for x in solver["STEPS"])
+    return [
+        "SOLVER.MAX_ITER", str(2 * solver["MAX_ITER"]), "SOLVER.STEPS", f"({steps},)",
+        "TEST.EVAL_PERIOD", str(2 * test["EVAL_PERIOD"]),
+    ]  # fmt: skip
+
+
+def _shapes_base():
+    with open(os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")) as f:
+        return yaml.safe_load(f)
+
+
 def commit():
-    """HEAD's hash, with "-dirty" when tracked files differ from it."""
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return git_commit(REPO)
 
 
 def protocol(args):
     """The shared schedule of the shapes configs (configs/shapes/faster_rcnn.yaml) and options."""
-    with open(os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")) as f:
-        base = yaml.safe_load(f)
+    base = _shapes_base()
     return {
         "data": "shapes_train (600 images) -> shapes_val (120 images)",
         "weights": base["MODEL"]["WEIGHTS"],
@@ -151,15 +170,41 @@ def write_report(args, results):
             stages["stage3"] = summary["drcnn_cascade"]
             lines += ["", "Decoupled R-CNN cascade, boxes after each stage (same weights):", "", markdown_table(stages)]
         plot_ap_vs_iou(summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}")
+    if args.study == "schedule":
+        lines += ["", schedule_report(args, results, stem)]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nWrote {stem}.json, {stem}.md" + (f", {stem}_ap_vs_iou.png" if args.study == "main" else ""))
 
 
+def schedule_report(args, results, stem):
+    """1x (main study, every seed) against 2x final AP, and the learning curves of both."""
+    # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
+    models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *args.models]))
+    main_args = argparse.Namespace(**{**vars(args), "study": "main", "seeds": [1, 2, 3], "models": models})
+    one_x = [r for r in map(read_result, study_runs(main_args)) if r]
+    lines = []
+    if one_x:
+        s1, s2 = summarize(one_x), summarize(results)
+        lines.append("Doubling the schedule (a difference counts when it exceeds the larger std):\n")
+        for m in args.models:
+            if m in s1 and f"{m} 2x" in s2:
+                lines.append(f"- {m}: " + compare({**s1, **s2}, f"{m} 2x", m, "AP"))
+    curves = {}
+    for run in study_runs(main_args) + study_runs(args):
+        if os.path.isfile(os.path.join(run.output_dir, "metrics.json")):
+            name = run.model if run in study_runs(args) else f"{run.model} 1x"
+            curves.setdefault(name, []).append(learning_curve(run.output_dir))
+    if curves:
+        png = plot_learning_curves(curves, stem + "_learning_curve.png", title=f"commit {commit()[:12]}")
+        lines.append(f"\nLearning curves: {png}")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="main", choices=["main", "nms_reg", "fidelity"])
+    parser.add_argument("--study", default="main", choices=["main", "nms_reg", "fidelity", "schedule"])
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, help="main study only")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="default: 1 2 3 (main), 1 (nms_reg, fidelity)")
@@ -171,6 +216,8 @@ def main():
     args = parser.parse_args()
     if args.seeds is None:
         args.seeds = [1, 2, 3] if args.study == "main" else [1]
+    if args.study == "schedule" and args.models == MODELS:
+        args.models = ["faster_rcnn"]
     runs = study_runs(args)
     if args.report_only:
         results = [r for r in map(read_result, runs) if r]

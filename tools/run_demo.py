@@ -6,7 +6,6 @@ validation image with DefaultPredictor, and prints the AP table and the image's 
     python tools/run_demo.py --output-dir output/demo [--models faster_rcnn dh_ext] [--max-iter N]
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -15,20 +14,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from detcommon.reproduce import final_metrics  # noqa: E402
+
 COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
-
-
-def final_box_ap(output_dir):
-    """The last `bbox/*` results that training wrote into metrics.json, as {column: AP}."""
-    results = {}
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        for line in f:
-            row = json.loads(line)
-            if "bbox/AP" in row:
-                results = {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("bbox/")}
-    if not results:
-        raise RuntimeError(f"No evaluation results in {output_dir}/metrics.json")
-    return results
 
 
 def markdown_table(rows):
@@ -59,7 +47,7 @@ def main():
         start = time.time()
         subprocess.run([sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config, *opts],
                        check=True)
-        rows.append((name, final_box_ap(out), time.time() - start))
+        rows.append((name, final_metrics(os.path.join(out, "metrics.json")), time.time() - start))
 
 
     from detcommon.shapes import ensure_shapes

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from tools.run_demo import final_box_ap
+from detcommon.reproduce import final_metrics as final_box_metrics
 
 __all__ = ["METRICS", "setting_dir", "sweep_settings", "final_metrics", "run_sweep", "write_table"]
 
@@ -47,7 +47,7 @@ def final_metrics(run_dir: str) -> Optional[Dict[str, float]]:
     if not os.path.isfile(os.path.join(run_dir, "model_final.pth")):
         return None
     try:
-        results = final_box_ap(run_dir)
+        results = final_box_metrics(os.path.join(run_dir, "metrics.json"))
     except (OSError, ValueError, RuntimeError):  # no file, a torn line, no evaluation
         return None
     return {m: results.get(m) for m in METRICS}
