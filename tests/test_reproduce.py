@@ -16,7 +16,7 @@ def _reproduce(tmp_path, *args):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "reproduce.py"),
          "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
-         *args, *TINY_OPTS],
+         *args, "--opts", *TINY_OPTS],
         cwd=REPO, capture_output=True, text=True, timeout=900,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip

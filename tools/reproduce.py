@@ -75,8 +75,8 @@ def study_runs(args):
     if args.study == "main":
         return [
             Run(m, s, config(m), out(m, s), list(args.opts), EVALS.get(m, {}))
+            for s in args.seeds  # seed by seed: every model's first seed comes first
             for m in args.models
-            for s in args.seeds
         ]
     if args.study == "nms_reg":
         return [
@@ -212,7 +212,8 @@ def main():
     parser.add_argument("--results-dir", default=os.path.join(REPO, "docs", "results"))
     parser.add_argument("--name", default=None, help="file stem of the results (default: shapes[_<study>])")
     parser.add_argument("--report-only", action="store_true", help="write the report from finished runs only")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config options for every run (KEY VALUE ...)")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config options for every run, last on the line: --opts KEY VALUE ...")
     args = parser.parse_args()
     if args.seeds is None:
         args.seeds = [1, 2, 3] if args.study == "main" else [1]
