@@ -13,7 +13,6 @@ The weights are made on first use (about 10 minutes on 2 CPU cores) into
 `$SHAPES_PRETRAINED_DIR`, by default `~/.cache/detectron2_doublehead/pretrained`
 (`$XDG_CACHE_HOME` is honoured), with a manifest that holds the recipe and the
 SHA-256 of the file; a file that is missing, corrupt or made by another recipe is retrained.
-Training is deterministic for a given recipe and thread count.
 
 Shape shorthand: N = crops, S = crop side (px).
 """

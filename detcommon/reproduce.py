@@ -122,7 +122,7 @@ def final_metrics(metrics_json: str, prefix: str = "bbox/") -> dict:
 def _stream(cmd: List[str], log_path: str, on_line=None) -> int:
     """Runs `cmd`, appending its output to `log_path`; calls on_line(line) for each line."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "a") as log:
+    with open(log_path, "a", buffering=1) as log:  # line-buffered: the log follows the run
         log.write(f"\n$ {' '.join(cmd)}\n")
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -179,15 +179,21 @@ def run_all(
     train_script: str,
     print_fn=print,
     progress_period: float = 60.0,
+    known: Sequence[dict] = (),
 ) -> List[dict]:
     """
     Trains and evaluates every run not finished yet, in order; returns every run's result
     ({"model", "seed", "metrics", "evals", "seconds", ...}).
+
+    Args:
+        known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
+            seed and recipe match one of them counts as finished, even without its folder.
     """
+    known = {(r["model"], r["seed"], r.get("recipe_key")): r for r in known}
     results = []
     for i, run in enumerate(runs):
         label = f"[{i + 1}/{len(runs)}] {run.model} seed {run.seed}"
-        result = read_result(run)
+        result = read_result(run) or known.get((run.model, run.seed, run.recipe_key()))
         if result is None:
             os.makedirs(run.output_dir, exist_ok=True)
             start = time.monotonic()

@@ -1,6 +1,7 @@
 """tools/reproduce.py on a tiny budget: complete JSON, mean ± std table, plot, and no retraining."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -54,6 +55,14 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path):
     assert "training ->" not in again and again.count("skipped") == 4
     with open(tmp_path / "results" / "shapes.json") as f:
         assert [r["metrics"] for r in json.load(f)["runs"]] == [r["metrics"] for r in doc["runs"]]
+
+    # a new checkout (no run folders) takes the finished runs from the committed results JSON;
+    # a call on a subset keeps the other runs in the JSON
+    shutil.rmtree(tmp_path / "runs")
+    subset = _reproduce(tmp_path, "--models", "faster_rcnn", "--seeds", "1")
+    assert "training ->" not in subset and subset.count("skipped") == 1
+    with open(tmp_path / "results" / "shapes.json") as f:
+        assert len(json.load(f)["runs"]) == 4
 
 
 def test_interrupted_run_resumes_and_changed_recipe_is_refused(tmp_path):

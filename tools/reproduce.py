@@ -44,6 +44,11 @@ EVALS = {
         "average": ["MODEL.DOUBLE_HEAD.FUSION", "average"],  # Table 3
         "max": ["MODEL.DOUBLE_HEAD.FUSION", "max"],
     },
+    "drcnn": {
+        # one regressor: the argmax class's box (this project's earlier inference) instead of
+        # every class's own box (authors, Fast R-CNN decoding)
+        "argmax": ["MODEL.DECOUPLED.TEST_CLASS_BOXES", "argmax"],
+    },
     "drcnn_cascade": {
         "stage1": ["MODEL.DECOUPLED.TEST_STAGE", "1"],  # Table IV: boxes after each stage
         "stage2": ["MODEL.DECOUPLED.TEST_STAGE", "2"],
@@ -141,11 +146,20 @@ def protocol(args):
     }
 
 
-def write_report(args, results):
+def results_stem(args):
+    """<results-dir>/shapes[_<study>] (or --name), without extension."""
+    return os.path.join(args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}")
+
+
+def write_report(args, results, known=()):
     """JSON, markdown (table + orderings) and, for the main study, the AP-vs-IoU plot."""
     os.makedirs(args.results_dir, exist_ok=True)
-    stem = os.path.join(args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}")
-    doc = {"protocol": protocol(args), "commit": commit(), "runs": results}
+    stem = results_stem(args)
+    # the JSON keeps every recorded run (earlier calls may have covered other models or seeds);
+    # the table and plot show this call's runs
+    chosen = {(r["model"], r["seed"]) for r in results}
+    kept = [r for r in known if (r["model"], r["seed"]) not in chosen]
+    doc = {"protocol": protocol(args), "commit": commit(), "runs": kept + list(results)}
     with open(stem + ".json", "w") as f:
         json.dump(doc, f, indent=1)
     summary = summarize(results)
@@ -220,11 +234,19 @@ def main():
     if args.study == "schedule" and args.models == MODELS:
         args.models = ["faster_rcnn"]
     runs = study_runs(args)
+    # runs recorded in the committed results count as finished: a new checkout retrains nothing
+    known = []
+    if os.path.isfile(results_stem(args) + ".json"):
+        with open(results_stem(args) + ".json") as f:
+            known = json.load(f)["runs"]
     if args.report_only:
-        results = [r for r in map(read_result, runs) if r]
+        keys = {(r["model"], r["seed"], r.get("recipe_key")): r for r in known}
+        results = [r for r in (read_result(run) or keys.get((run.model, run.seed, run.recipe_key()))
+                               for run in runs) if r]
     else:
-        results = run_all(runs, os.path.join(REPO, "train_net.py"), print_fn=lambda s: print(s, flush=True))
-    write_report(args, results)
+        results = run_all(runs, os.path.join(REPO, "train_net.py"), print_fn=lambda s: print(s, flush=True),
+                          known=known)
+    write_report(args, results, known)
 
 
 
