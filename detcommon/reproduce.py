@@ -180,6 +180,7 @@ def run_all(
     print_fn=print,
     progress_period: float = 60.0,
     known: Sequence[dict] = (),
+    on_result=None,
 ) -> List[dict]:
     """
     Trains and evaluates every run not finished yet, in order; returns every run's result
@@ -188,6 +189,8 @@ def run_all(
     Args:
         known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
             seed and recipe match one of them counts as finished, even without its folder.
+        on_result: called with the results so far after each newly finished run (e.g. to
+            rewrite a report, so that results can be committed as they come).
     """
     known = {(r["model"], r["seed"], r.get("recipe_key")): r for r in known}
     results = []
@@ -217,6 +220,8 @@ def run_all(
                 json.dump(result, f, indent=1)
             os.replace(tmp, os.path.join(run.output_dir, RESULT_FILE))
             print_fn(f"{label}: AP {metrics['AP']:.1f} in {result['seconds'] / 60:.1f} min")
+            if on_result is not None:
+                on_result([*results, result])
         else:
             print_fn(f"{label}: done before (AP {result['metrics']['AP']:.1f}), skipped")
         results.append(result)

@@ -151,7 +151,7 @@ def results_stem(args):
     return os.path.join(args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}")
 
 
-def write_report(args, results, known=()):
+def write_report(args, results, known=(), quiet=False):
     """JSON, markdown (table + orderings) and, for the main study, the AP-vs-IoU plot."""
     os.makedirs(args.results_dir, exist_ok=True)
     stem = results_stem(args)
@@ -188,6 +188,8 @@ def write_report(args, results, known=()):
         lines += ["", schedule_report(args, results, stem)]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
+    if quiet:
+        return
     print("\n".join(lines))
     print(f"\nWrote {stem}.json, {stem}.md" + (f", {stem}_ap_vs_iou.png" if args.study == "main" else ""))
 
@@ -245,7 +247,7 @@ def main():
                                for run in runs) if r]
     else:
         results = run_all(runs, os.path.join(REPO, "train_net.py"), print_fn=lambda s: print(s, flush=True),
-                          known=known)
+                          known=known, on_result=lambda done: write_report(args, done, known, quiet=True))
     write_report(args, results, known)
 
 
