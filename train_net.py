@@ -17,13 +17,13 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
 from detectron2.utils.logger import setup_logger
 
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import PaperCOCOEvaluator, add_common_config
 from detcommon.evaluation import write_eval_results
-from detcommon.checkpoint import AtomicCheckpointer
+from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.data import CheckedDatasetMapper
 from detcommon.engine import cpu_ddp_without_device_ids, register_datasets
 from detcommon.monitor import log_rank_losses
@@ -33,7 +33,8 @@ from double_head import add_doublehead_config, multi_mode_evaluation
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with COCO evaluation that reports AP50-AP90, DDP on CPU workers, crash-safe
-    checkpoints, and image-reading errors that name the file."""
+    checkpoints, the best evaluation's weights (TEST.BEST_CHECKPOINT_METRIC), and image-reading
+    errors that name the file."""
 
     def __init__(self, cfg):
         with cpu_ddp_without_device_ids():
@@ -45,7 +46,15 @@ class Trainer(DefaultTrainer):
         self.checkpointer = AtomicCheckpointer(
             self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-        return super().build_hooks()
+        ret = super().build_hooks()
+        if self.cfg.TEST.BEST_CHECKPOINT_METRIC and comm.is_main_process():
+            # Right after the EvalHook: it reads the evaluation just put into the event storage.
+            after_eval = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook)) + 1
+            ret.insert(after_eval, BestCheckpointer(
+                self.cfg.TEST.EVAL_PERIOD, self.checkpointer,
+                self.cfg.TEST.BEST_CHECKPOINT_METRIC, self.cfg.TEST.BEST_CHECKPOINT_MODE,
+            ))  # fmt: skip
+        return ret
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -5,17 +5,25 @@ rewrites `last_checkpoint` with `open(..., "w")`: a process killed during the fi
 leaves a partial `model_XXXXXXX.pth` under its final name (a later --eval-only or a rerun
 overwriting model_final.pth may pick it up), and one killed during the second leaves an empty
 `last_checkpoint`, which --resume then turns into a path to the output directory itself.
+
+`BestCheckpointer` keeps `model_best.pth`, the weights of the best periodic evaluation, across
+--resume too.
 """
 import contextlib
 import glob
 import logging
+import math
 import os
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import hooks
+from detectron2.evaluation.testing import flatten_results_dict
 
-__all__ = ["AtomicCheckpointer", "atomic_open"]
+from .curves import metric_curves
+
+__all__ = ["AtomicCheckpointer", "BestCheckpointer", "atomic_open"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +97,44 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 )
         super().save(name, **kwargs)
 
+
+class BestCheckpointer(hooks.BestCheckpointer):
+    """
+    Detectron2's BestCheckpointer (saves `<file_prefix>.pth` when an evaluation beats the best so
+    far; register it after the EvalHook), which also
+
+    - on a resumed run starts from the best value that metrics.json holds before the resumed
+      iteration, so a worse evaluation after --resume does not replace an existing model_best.pth
+      (Detectron2's hook forgets its best when the process restarts);
+    - stops at the first evaluation that lacks the metric, naming the results there are
+      (Detectron2's hook only warns, and never saves).
+    """
+
+    def __init__(self, eval_period, checkpointer, val_metric, mode="max", file_prefix="model_best"):
+        super().__init__(eval_period, checkpointer, val_metric, mode, file_prefix)
+        self._mode = mode
+
+    def before_train(self):
+        output_dir, start = self._checkpointer.save_dir, self.trainer.start_iter
+        files = [os.path.join(output_dir, name) for name in (f"{self._file_prefix}.pth", "metrics.json")]
+        if not start or not all(os.path.isfile(f) for f in files):
+            return
+        curve = metric_curves(output_dir, self._val_metric).get(self._val_metric, [])
+        # Evaluations the checkpoint resumed from had seen (`it` counts iterations trained).
+        earlier = [(it, v) for it, v in curve if it <= start and math.isfinite(v)]
+        if earlier:
+            trained, value = (max if self._mode == "max" else min)(earlier, key=lambda point: point[1])
+            self._update_best(value, trained - 1)  # the iteration as the hook stores it
+            self._logger.info(
+                f"Resumed the best {self._val_metric} so far: {value:0.5f} @ iteration {self.best_iter} "
+                f"({self._file_prefix}.pth)"
+            )
+
+    def _best_checking(self):
+        if self._val_metric not in self.trainer.storage.latest():
+            results = flatten_results_dict(getattr(self.trainer, "_last_eval_results", {}))
+            raise ValueError(
+                f"TEST.BEST_CHECKPOINT_METRIC {self._val_metric!r} is not among this evaluation's results "
+                f"{sorted(results)}: set it to one of them"
+            )
+        super()._best_checking()

@@ -13,3 +13,7 @@ def add_common_config(cfg):
     # warning that counts them, instead of stopping with an error naming the file.
     # Evaluation always stops: a skipped image would change the AP.
     cfg.DATALOADER.SKIP_BAD_IMAGES = False
+    # Keep model_best.pth, the best periodic evaluation by this result, e.g. "bbox/AP75"; "" = off.
+    cfg.TEST.BEST_CHECKPOINT_METRIC = ""
+    # "max" keeps the highest value of TEST.BEST_CHECKPOINT_METRIC (AP), "min" the lowest.
+    cfg.TEST.BEST_CHECKPOINT_MODE = "max"

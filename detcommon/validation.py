@@ -21,6 +21,7 @@ def validate_config(cfg):
         raise ValueError(f"DATASETS.SHAPES_ROOT must be a directory path or \"\" (default cache), got {root!r}")
     if not isinstance(cfg.DATALOADER.SKIP_BAD_IMAGES, bool):
         raise ValueError(f"DATALOADER.SKIP_BAD_IMAGES must be True or False, got {cfg.DATALOADER.SKIP_BAD_IMAGES!r}")
+    _check_best_checkpoint(cfg)
 
     box_heads = {"MODEL.ROI_BOX_HEAD.NAME": cfg.MODEL.ROI_BOX_HEAD.NAME}
     if cfg.MODEL.ROI_HEADS.NAME == "DoubleHeadROIHeads":
@@ -48,3 +49,27 @@ def _check_register_coco(entries):
                 f"DATASETS.REGISTER_COCO[{i}] must be [NAME, JSON_FILE, IMAGE_DIR] (three non-empty "
                 f"strings, as `--dataset NAME JSON_FILE IMAGE_DIR` gives), got {entry!r}"
             )
+
+
+def _check_best_checkpoint(cfg):
+    """TEST.BEST_CHECKPOINT_*: a mode of "max"/"min"; a metric needs periodic evaluation."""
+    mode, metric = cfg.TEST.BEST_CHECKPOINT_MODE, cfg.TEST.BEST_CHECKPOINT_METRIC
+    if mode not in ("max", "min"):
+        raise ValueError(f"TEST.BEST_CHECKPOINT_MODE must be 'max' or 'min', got {mode!r}")
+    if not metric:
+        return
+    if "/" not in metric:
+        raise ValueError(
+            f"TEST.BEST_CHECKPOINT_METRIC must name an evaluation result as TASK/COLUMN "
+            f"(e.g. 'bbox/AP75'), got {metric!r}"
+        )
+    if cfg.TEST.EVAL_PERIOD <= 0:
+        raise ValueError(
+            f"TEST.BEST_CHECKPOINT_METRIC {metric!r} needs periodic evaluation: set TEST.EVAL_PERIOD > 0 "
+            f"(got {cfg.TEST.EVAL_PERIOD}), or TEST.BEST_CHECKPOINT_METRIC '' to turn it off"
+        )
+    if not cfg.DATASETS.TEST:
+        raise ValueError(
+            f"TEST.BEST_CHECKPOINT_METRIC {metric!r} needs a dataset to evaluate: set DATASETS.TEST, "
+            f"or TEST.BEST_CHECKPOINT_METRIC '' to turn it off"
+        )

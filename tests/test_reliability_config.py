@@ -77,6 +77,13 @@ CASES = [
     (DRCNN, [(S + "SMOOTH_L1_BETA", "-1.0")], S + "SMOOTH_L1_BETA", ">= 0"),
     (DRCNN, [(S + "TEST_STAGE", "4")], S + "TEST_STAGE", "[0, NUM_REG_STAGES=3]"),
     (DRCNN, [("MODEL.PROPOSAL_GENERATOR.NAME", "'RPN'")], "MODEL.PROPOSAL_GENERATOR.NAME", "'DecoupledRPN'"),
+    (DH, [("TEST.BEST_CHECKPOINT_MODE", "'highest'")], "TEST.BEST_CHECKPOINT_MODE", "'max' or 'min'"),
+    (DH, [("TEST.BEST_CHECKPOINT_METRIC", "'AP75'")], "TEST.BEST_CHECKPOINT_METRIC", "TASK/COLUMN (e.g. 'bbox/AP75')"),
+    # A best checkpoint without periodic evaluation, or without a dataset to evaluate.
+    (DH, [("TEST.BEST_CHECKPOINT_METRIC", "'bbox/AP75'"), ("TEST.EVAL_PERIOD", "0")], "TEST.BEST_CHECKPOINT_METRIC",
+     "set TEST.EVAL_PERIOD > 0 (got 0)"),
+    (DH, [("TEST.BEST_CHECKPOINT_METRIC", "'bbox/AP75'"), ("DATASETS.TEST", "()")], "TEST.BEST_CHECKPOINT_METRIC",
+     "set DATASETS.TEST"),
 ]
 
 
@@ -118,6 +125,7 @@ def test_bad_value_fails_naming_the_key_and_allowed_values(config_file, settings
 def test_cases_cover_every_project_key():
     cfg = project_cfg(DH)
     project_keys = {"DATASETS.REGISTER_COCO", "DATASETS.SHAPES_ROOT", "DATALOADER.SKIP_BAD_IMAGES"}
+    project_keys |= {"TEST.BEST_CHECKPOINT_METRIC", "TEST.BEST_CHECKPOINT_MODE"}
     project_keys |= set(_leaf_keys(cfg.MODEL.DOUBLE_HEAD, D)) | set(_leaf_keys(cfg.MODEL.DECOUPLED, S))
     assert project_keys - {k for case in CASES for k, _ in case[1]} == set()
 

@@ -1,0 +1,142 @@
+"""TEST.BEST_CHECKPOINT_METRIC: model_best.pth holds the weights of the best periodic evaluation,
+through train_net.py's Trainer, across --resume, and a metric the evaluation lacks stops."""
+import json
+import os
+
+import pytest
+import torch
+from detectron2.utils.events import EventStorage
+
+from conftest import TINY_OPTS, run_train_net
+from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
+from detcommon.reproduce import learning_curve
+from detcommon.shapes import ensure_shapes
+
+CONFIG = "configs/shapes/faster_rcnn.yaml"
+
+
+def _model(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "mode, values, best_iter, same_as",
+    [
+        ("max", [10.0, 30.0, 20.0], 3, "model_0000003.pth"),  # the middle one of three
+        ("min", [10.0, 30.0, 20.0], 1, "model_0000001.pth"),
+        ("max", [10.0, 20.0, 30.0], 6, "model_final.pth"),  # the evaluation after the last iteration
+    ],
+)
+def test_keeps_the_best_of_several_evaluations(tmp_path, mode, values, best_iter, same_as):
+    from train_net import Trainer, argument_parser, setup
+
+    values = list(values)
+
+    class ScriptedTrainer(Trainer):
+        """Evaluations return the given bbox/AP75 values in turn."""
+
+        @classmethod
+        def test(cls, cfg, model, evaluators=None):
+            return {"bbox": {"AP75": values.pop(0)}}
+
+    cfg = setup(argument_parser().parse_args(
+        ["--config-file", CONFIG, *TINY_OPTS, "SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "2",
+         "TEST.BEST_CHECKPOINT_METRIC", "bbox/AP75", "TEST.BEST_CHECKPOINT_MODE", mode, "OUTPUT_DIR", str(tmp_path)]
+    ))  # fmt: skip
+    trainer = ScriptedTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert values == []  # evaluated after iterations 2, 4 and 6
+    best = _model(tmp_path / "model_best.pth")
+    assert best["iteration"] == best_iter
+    assert _same_weights(best["model"], _model(tmp_path / same_as)["model"])
+
+
+@pytest.fixture(scope="module")
+def tiny_val(tmp_path_factory):
+    """`--dataset` arguments registering the first 4 images of shapes_val as "tiny_val"."""
+    split = ensure_shapes("shapes_val")
+    with open(os.path.join(split, "annotations.json")) as f:
+        coco = json.load(f)
+    ids = {image["id"] for image in coco["images"][:4]}
+    coco.update(images=coco["images"][:4], annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
+    json_file = str(tmp_path_factory.mktemp("tiny_val") / "tiny_val.json")
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    return ["--dataset", "tiny_val", json_file, os.path.join(split, "images")]
+
+
+def test_train_net_keeps_the_best_evaluation_of_metrics_json(tmp_path, tiny_val):
+    code, log = run_train_net(
+        "--config-file", CONFIG, *tiny_val, *TINY_OPTS, "SOLVER.MAX_ITER", "6", "TEST.EVAL_PERIOD", "3",
+        "DATASETS.TEST", "('tiny_val',)", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+        "TEST.BEST_CHECKPOINT_METRIC", "bbox/AP50", "OUTPUT_DIR", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, log[-3000:]
+    curve = learning_curve(str(tmp_path), "AP50")  # (iterations trained, AP50) of both evaluations
+    assert [it for it, _ in curve] == [3, 7]  # Detectron2 logs the last one at iteration MAX_ITER
+    trained, _ = max(curve, key=lambda point: point[1])  # the first of equal values: the hook needs better
+    assert _model(tmp_path / "model_best.pth")["iteration"] == trained - 1
+    assert "Saved first model" in log
+
+
+def _hook(tmp_path, start_iter, metrics_rows, mode="max"):
+    """A BestCheckpointer on a one-layer model saving into tmp_path, as on a trainer resumed
+    at `start_iter` whose metrics.json holds `metrics_rows`."""
+    with open(tmp_path / "metrics.json", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in metrics_rows)
+    hook = BestCheckpointer(2, AtomicCheckpointer(torch.nn.Linear(2, 1), str(tmp_path)), "bbox/AP75", mode)
+    hook.trainer = type("FakeTrainer", (), {"start_iter": start_iter, "iter": start_iter, "max_iter": 100})()
+    return hook
+
+
+def _evaluate(hook, storage, iteration, value):
+    storage.iter = hook.trainer.iter = iteration
+    storage.put_scalars(**{"bbox/AP75": value}, smoothing_hint=False)
+    hook._best_checking()
+
+
+@pytest.mark.parametrize("mode, worse, better", [("max", 25.0, 35.0), ("min", 15.0, 5.0)])
+def test_resumed_run_keeps_the_earlier_best(tmp_path, mode, worse, better):
+    rows = [
+        {"iteration": 1, "bbox/AP75": 30.0 if mode == "max" else 10.0},  # the best so far
+        {"iteration": 3, "bbox/AP75": 20.0},
+        {"iteration": 3, "total_loss": 1.0},
+        {"iteration": 5, "bbox/AP75": 90.0 if mode == "max" else 0.0},  # after the checkpoint resumed from
+    ]
+    hook = _hook(tmp_path, start_iter=4, metrics_rows=rows, mode=mode)
+    torch.save({"iteration": 1}, tmp_path / "model_best.pth")
+    with EventStorage(4) as storage:
+        hook.trainer.storage = storage
+        hook.before_train()
+        assert (hook.best_metric, hook.best_iter) == (rows[0]["bbox/AP75"], 1)
+        _evaluate(hook, storage, 5, worse)
+        assert _model(tmp_path / "model_best.pth")["iteration"] == 1  # not replaced
+        _evaluate(hook, storage, 7, better)
+        assert _model(tmp_path / "model_best.pth")["iteration"] == 7
+
+
+def test_fresh_run_does_not_resume_a_best(tmp_path):
+    hook = _hook(tmp_path, start_iter=0, metrics_rows=[{"iteration": 1, "bbox/AP75": 30.0}])
+    torch.save({"iteration": 99}, tmp_path / "model_best.pth")  # from an earlier run in the same folder
+    with EventStorage(0) as storage:
+        hook.trainer.storage = storage
+        hook.before_train()
+        assert hook.best_metric is None
+        _evaluate(hook, storage, 1, 10.0)
+    assert _model(tmp_path / "model_best.pth")["iteration"] == 1 and hook.best_metric == 10.0
+
+
+def test_metric_missing_from_the_evaluation_stops_naming_the_results(tmp_path):
+    hook = _hook(tmp_path, start_iter=0, metrics_rows=[])
+    hook.trainer._last_eval_results = {"bbox": {"AP": 1.0, "AP50": 2.0}}
+    with EventStorage(0) as storage:
+        hook.trainer.storage = storage
+        storage.put_scalars(**{"bbox/AP": 1.0, "bbox/AP50": 2.0}, smoothing_hint=False)
+        with pytest.raises(ValueError, match=r"TEST.BEST_CHECKPOINT_METRIC 'bbox/AP75' .*\['bbox/AP', 'bbox/AP50'\]"):
+            hook._best_checking()
+    assert not os.path.exists(tmp_path / "model_best.pth")
