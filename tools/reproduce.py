@@ -15,6 +15,7 @@ run's metrics), `<study>.md` (mean ± std over seeds, and the papers' orderings 
 the main study, `<study>_ap_vs_iou.png`.
 """
 import argparse
+import ast
 import json
 import os
 import sys
@@ -117,7 +118,9 @@ def study_runs(args):
 def doubled_schedule():
     """Options that double the shapes schedule (iterations, lr steps, evaluation period)."""
     solver, test = _shapes_base()["SOLVER"], _shapes_base()["TEST"]
-    steps = ",".join(str(2 * x) for x in solver["STEPS"])
+    # yacs reads "(400, 533)" as a Python literal; plain YAML sees a string
+    steps = solver["STEPS"]
+    steps = ",".join(str(2 * x) for x in (ast.literal_eval(steps) if isinstance(steps, str) else steps))
     return [
         "SOLVER.MAX_ITER", str(2 * solver["MAX_ITER"]), "SOLVER.STEPS", f"({steps},)",
         "TEST.EVAL_PERIOD", str(2 * test["EVAL_PERIOD"]),
