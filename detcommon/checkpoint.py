@@ -12,7 +12,6 @@ overwriting model_final.pth may pick it up), and one killed during the second le
 import contextlib
 import glob
 import logging
-import math
 import os
 
 import torch
@@ -103,11 +102,13 @@ class BestCheckpointer(hooks.BestCheckpointer):
     Detectron2's BestCheckpointer (saves `<file_prefix>.pth` when an evaluation beats the best so
     far; register it after the EvalHook), which also
 
-    - on a resumed run starts from the best value that metrics.json holds before the resumed
-      iteration, so a worse evaluation after --resume does not replace an existing model_best.pth
-      (Detectron2's hook forgets its best when the process restarts);
+    - on a resumed run starts from the evaluation an existing model_best.pth holds (its iteration,
+      that evaluation's value in metrics.json), so a worse evaluation after --resume does not
+      replace it (Detectron2's hook forgets its best when the process restarts);
     - stops at the first evaluation that lacks the metric, naming the results there are
-      (Detectron2's hook only warns, and never saves).
+      (Detectron2's hook only warns, and never saves);
+    - leaves `last_checkpoint` on the last periodic checkpoint, which --resume and --eval-only
+      --resume read (saving model_best.pth would point it there).
     """
 
     def __init__(self, eval_period, checkpointer, val_metric, mode="max", file_prefix="model_best"):
@@ -115,20 +116,23 @@ class BestCheckpointer(hooks.BestCheckpointer):
         self._mode = mode
 
     def before_train(self):
-        output_dir, start = self._checkpointer.save_dir, self.trainer.start_iter
-        files = [os.path.join(output_dir, name) for name in (f"{self._file_prefix}.pth", "metrics.json")]
-        if not start or not all(os.path.isfile(f) for f in files):
+        output_dir = self._checkpointer.save_dir
+        best_file = os.path.join(output_dir, f"{self._file_prefix}.pth")
+        if not self.trainer.start_iter or not os.path.isfile(best_file):
             return
-        curve = metric_curves(output_dir, self._val_metric).get(self._val_metric, [])
-        # Evaluations the checkpoint resumed from had seen (`it` counts iterations trained).
-        earlier = [(it, v) for it, v in curve if it <= start and math.isfinite(v)]
-        if earlier:
-            trained, value = (max if self._mode == "max" else min)(earlier, key=lambda point: point[1])
-            self._update_best(value, trained - 1)  # the iteration as the hook stores it
-            self._logger.info(
-                f"Resumed the best {self._val_metric} so far: {value:0.5f} @ iteration {self.best_iter} "
-                f"({self._file_prefix}.pth)"
+        # The evaluation model_best.pth holds: its iteration, and that evaluation's value.
+        iteration = torch.load(best_file, map_location="cpu", mmap=True, weights_only=False)["iteration"]
+        curve = []
+        if os.path.isfile(os.path.join(output_dir, "metrics.json")):
+            curve = metric_curves(output_dir, self._val_metric).get(self._val_metric, [])
+        value = dict(curve).get(iteration + 1)  # metric_curves counts iterations trained
+        if value is None or not self._update_best(value, iteration):
+            self._logger.warning(
+                f"metrics.json has no finite {self._val_metric} at iteration {iteration}, the evaluation "
+                f"{best_file} holds: the first evaluation of this run replaces it"
             )
+            return
+        self._logger.info(f"Resumed the best {self._val_metric}: {value:0.5f} @ iteration {iteration} ({best_file})")
 
     def _best_checking(self):
         if self._val_metric not in self.trainer.storage.latest():
@@ -137,4 +141,7 @@ class BestCheckpointer(hooks.BestCheckpointer):
                 f"TEST.BEST_CHECKPOINT_METRIC {self._val_metric!r} is not among this evaluation's results "
                 f"{sorted(results)}: set it to one of them"
             )
+        last = self._checkpointer.get_checkpoint_file()
         super()._best_checking()
+        if last and self._checkpointer.get_checkpoint_file() != last:
+            self._checkpointer.tag_last_checkpoint(os.path.basename(last))

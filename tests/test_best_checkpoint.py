@@ -54,6 +54,7 @@ def test_keeps_the_best_of_several_evaluations(tmp_path, mode, values, best_iter
     best = _model(tmp_path / "model_best.pth")
     assert best["iteration"] == best_iter
     assert _same_weights(best["model"], _model(tmp_path / same_as)["model"])
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"  # what --resume reads
 
 
 @pytest.fixture(scope="module")
@@ -101,34 +102,40 @@ def _evaluate(hook, storage, iteration, value):
 
 
 @pytest.mark.parametrize("mode, worse, better", [("max", 25.0, 35.0), ("min", 15.0, 5.0)])
-def test_resumed_run_keeps_the_earlier_best(tmp_path, mode, worse, better):
+@pytest.mark.parametrize("saved_at", [1, 5])  # before the checkpoint resumed from (3), or after it
+def test_resumed_run_keeps_the_best_that_model_best_holds(tmp_path, mode, worse, better, saved_at):
+    best = 30.0 if mode == "max" else 10.0
     rows = [
-        {"iteration": 1, "bbox/AP75": 30.0 if mode == "max" else 10.0},  # the best so far
+        {"iteration": 1, "bbox/AP75": best if saved_at == 1 else 20.0},
         {"iteration": 3, "bbox/AP75": 20.0},
         {"iteration": 3, "total_loss": 1.0},
-        {"iteration": 5, "bbox/AP75": 90.0 if mode == "max" else 0.0},  # after the checkpoint resumed from
+        {"iteration": 5, "bbox/AP75": best if saved_at == 5 else 20.0},
     ]
     hook = _hook(tmp_path, start_iter=4, metrics_rows=rows, mode=mode)
-    torch.save({"iteration": 1}, tmp_path / "model_best.pth")
+    torch.save({"iteration": saved_at}, tmp_path / "model_best.pth")
     with EventStorage(4) as storage:
         hook.trainer.storage = storage
         hook.before_train()
-        assert (hook.best_metric, hook.best_iter) == (rows[0]["bbox/AP75"], 1)
+        assert (hook.best_metric, hook.best_iter) == (best, saved_at)
         _evaluate(hook, storage, 5, worse)
-        assert _model(tmp_path / "model_best.pth")["iteration"] == 1  # not replaced
+        assert _model(tmp_path / "model_best.pth")["iteration"] == saved_at  # not replaced
         _evaluate(hook, storage, 7, better)
         assert _model(tmp_path / "model_best.pth")["iteration"] == 7
 
 
-def test_fresh_run_does_not_resume_a_best(tmp_path):
-    hook = _hook(tmp_path, start_iter=0, metrics_rows=[{"iteration": 1, "bbox/AP75": 30.0}])
-    torch.save({"iteration": 99}, tmp_path / "model_best.pth")  # from an earlier run in the same folder
-    with EventStorage(0) as storage:
+@pytest.mark.parametrize("start_iter, rows", [
+    (0, [{"iteration": 99, "bbox/AP75": 30.0}]),  # a fresh run in the folder of an earlier one
+    (100, [{"iteration": 98, "bbox/AP75": 30.0}]),  # metrics.json lacks the evaluation model_best holds
+])  # fmt: skip
+def test_without_a_known_best_the_first_evaluation_replaces_model_best(tmp_path, start_iter, rows):
+    hook = _hook(tmp_path, start_iter=start_iter, metrics_rows=rows)
+    torch.save({"iteration": 99}, tmp_path / "model_best.pth")
+    with EventStorage(start_iter) as storage:
         hook.trainer.storage = storage
         hook.before_train()
         assert hook.best_metric is None
-        _evaluate(hook, storage, 1, 10.0)
-    assert _model(tmp_path / "model_best.pth")["iteration"] == 1 and hook.best_metric == 10.0
+        _evaluate(hook, storage, start_iter + 1, 10.0)
+    assert _model(tmp_path / "model_best.pth")["iteration"] == start_iter + 1 and hook.best_metric == 10.0
 
 
 def test_metric_missing_from_the_evaluation_stops_naming_the_results(tmp_path):
