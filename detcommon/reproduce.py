@@ -314,12 +314,16 @@ def plot_ap_vs_iou(summary: Dict[str, dict], path: str, title: str = "") -> str:
 
 def learning_curve(output_dir: str, column: str = "AP") -> List[tuple]:
     """[(iteration, bbox/<column>)] of every evaluation in a run's metrics.json, in order."""
-    points = {}
     with open(os.path.join(output_dir, "metrics.json")) as f:
-        for line in f:
-            row = json.loads(line)
-            if f"bbox/{column}" in row:
-                points[row["iteration"] + 1] = row[f"bbox/{column}"]
+        rows = [json.loads(line) for line in f]
+    # A periodic evaluation is logged at the 0-based iteration it follows (149 after the 150th);
+    # the final one at MAX_ITER itself (600 after 600), beyond every training row.
+    last_train = max((r["iteration"] for r in rows if f"bbox/{column}" not in r), default=-1)
+    points = {
+        r["iteration"] + (r["iteration"] <= last_train): r[f"bbox/{column}"]
+        for r in rows
+        if f"bbox/{column}" in r
+    }
     return sorted(points.items())
 
 

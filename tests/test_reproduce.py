@@ -98,3 +98,13 @@ def test_summary_table_and_orderings_by_hand():
     summary["b"]["AP"] = (11.0, 0.5, 3)
     assert compare(summary, "a", "b", "AP").startswith("no difference")
     assert compare(summary, "a", "b", "AP", at_least=True).startswith("holds (no difference)")
+
+
+def test_learning_curve_counts_iterations_trained(tmp_path):
+    from detcommon.reproduce import learning_curve
+
+    rows = [{"iteration": i, "total_loss": 1.0} for i in (19, 39, 59)]
+    rows.insert(2, {"iteration": 39, "bbox/AP": 10.0})  # periodic, after the 40th iteration
+    rows.append({"iteration": 60, "bbox/AP": 20.0})  # final, logged at MAX_ITER = 60
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert learning_curve(str(tmp_path)) == [(40, 10.0), (60, 20.0)]
