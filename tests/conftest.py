@@ -60,6 +60,26 @@ def tiny_double_head_cfg(config="configs/shapes/dh_ext.yaml", opts=()):
 
 
 @pytest.fixture(scope="session")
+def tiny_val(tmp_path_factory):
+    """`--dataset` arguments registering the first 5 images of shapes_val as "tiny_val" (odd: two
+    ranks evaluate 3 and 2 images)."""
+    import json
+
+    from detcommon.shapes import ensure_shapes
+
+    split = ensure_shapes("shapes_val")
+    with open(os.path.join(split, "annotations.json")) as f:
+        coco = json.load(f)
+    images = coco["images"][:5]
+    ids = {image["id"] for image in images}
+    coco.update(images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
+    json_file = str(tmp_path_factory.mktemp("tiny_val") / "tiny_val.json")
+    with open(json_file, "w") as f:
+        json.dump(coco, f)
+    return ["--dataset", "tiny_val", json_file, os.path.join(split, "images")]
+
+
+@pytest.fixture(scope="session")
 def shapes_root():
     return os.environ["SHAPES_DATASET_DIR"]
 

@@ -10,7 +10,6 @@ from detectron2.utils.events import EventStorage
 from conftest import TINY_OPTS, run_train_net
 from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.reproduce import learning_curve
-from detcommon.shapes import ensure_shapes
 
 CONFIG = "configs/shapes/faster_rcnn.yaml"
 
@@ -55,20 +54,6 @@ def test_keeps_the_best_of_several_evaluations(tmp_path, mode, values, best_iter
     assert best["iteration"] == best_iter
     assert _same_weights(best["model"], _model(tmp_path / same_as)["model"])
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"  # what --resume reads
-
-
-@pytest.fixture(scope="module")
-def tiny_val(tmp_path_factory):
-    """`--dataset` arguments registering the first 4 images of shapes_val as "tiny_val"."""
-    split = ensure_shapes("shapes_val")
-    with open(os.path.join(split, "annotations.json")) as f:
-        coco = json.load(f)
-    ids = {image["id"] for image in coco["images"][:4]}
-    coco.update(images=coco["images"][:4], annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
-    json_file = str(tmp_path_factory.mktemp("tiny_val") / "tiny_val.json")
-    with open(json_file, "w") as f:
-        json.dump(coco, f)
-    return ["--dataset", "tiny_val", json_file, os.path.join(split, "images")]
 
 
 def test_train_net_keeps_the_best_evaluation_of_metrics_json(tmp_path, tiny_val):

@@ -12,28 +12,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import TINY_OPTS, run_train_net
 from detcommon.monitor import RANK_LOSS_LOG_ENV
-from detcommon.shapes import ensure_shapes
 
-NUM_VAL_IMAGES = 5  # odd: the two ranks evaluate 3 and 2 images
+NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images
 HEAD_LOSSES = {
     "dh_ext": ["loss_cls_fc", "loss_box_reg_fc", "loss_cls_conv", "loss_box_reg_conv"],
     "drcnn_cascade": ["loss_cls", "loss_box_reg_s1", "loss_box_reg_s2", "loss_box_reg_s3"],
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_val(tmp_path_factory):
-    """`--dataset` arguments registering the first images of shapes_val as "tiny_val"."""
-    split = ensure_shapes("shapes_val")
-    with open(os.path.join(split, "annotations.json")) as f:
-        coco = json.load(f)
-    images = coco["images"][:NUM_VAL_IMAGES]
-    ids = {image["id"] for image in images}
-    coco.update(images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
-    json_file = str(tmp_path_factory.mktemp("tiny_val") / "tiny_val.json")
-    with open(json_file, "w") as f:
-        json.dump(coco, f)
-    return ["--dataset", "tiny_val", json_file, os.path.join(split, "images")]
 
 
 @pytest.fixture(scope="module", params=sorted(HEAD_LOSSES))

@@ -13,11 +13,14 @@ from detcommon.reproduce import IOU_COLUMNS, Run, compare, markdown_table, summa
 COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
 
 
-def _reproduce(tmp_path, *args):
+def _reproduce(tmp_path, tiny_val, *args):
+    """tools/reproduce.py on TINY_OPTS, evaluating on conftest's 5-image tiny_val."""
+    _, name, json_file, image_dir = tiny_val
+    data = ["DATASETS.REGISTER_COCO", repr([[name, json_file, image_dir]]), "DATASETS.TEST", f"('{name}',)"]
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "reproduce.py"),
          "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
-         *args, "--opts", *TINY_OPTS],
+         *args, "--opts", *TINY_OPTS, *data],
         cwd=REPO, capture_output=True, text=True, timeout=900,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -25,8 +28,8 @@ def _reproduce(tmp_path, *args):
     return proc.stdout
 
 
-def test_two_models_two_seeds_then_nothing_retrained(tmp_path):
-    out = _reproduce(tmp_path, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
+def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
+    out = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
     assert out.count("training ->") == 4
     with open(tmp_path / "results" / "shapes.json") as f:
         doc = json.load(f)
@@ -51,7 +54,7 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a second call trains and evaluates nothing, and reports the same figures
-    again = _reproduce(tmp_path, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
+    again = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
     assert "training ->" not in again and again.count("skipped") == 4
     with open(tmp_path / "results" / "shapes.json") as f:
         assert [r["metrics"] for r in json.load(f)["runs"]] == [r["metrics"] for r in doc["runs"]]
@@ -59,7 +62,7 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path):
     # a new checkout (no run folders) takes the finished runs from the committed results JSON;
     # a call on a subset keeps the other runs in the JSON
     shutil.rmtree(tmp_path / "runs")
-    subset = _reproduce(tmp_path, "--models", "faster_rcnn", "--seeds", "1")
+    subset = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "--seeds", "1")
     assert "training ->" not in subset and subset.count("skipped") == 1
     with open(tmp_path / "results" / "shapes.json") as f:
         assert len(json.load(f)["runs"]) == 4
