@@ -167,8 +167,8 @@ def write_report(args, results, known=(), quiet=False):
         json.dump(doc, f, indent=1)
     summary = summarize(results)
     lines = [
-        f"Box AP on shapes_val, mean ± std over seeds (`python tools/reproduce.py "
-        f"{'--study ' + args.study if args.study != 'main' else ''}`, commit {doc['commit'][:12]}).",
+        "Box AP on shapes_val, mean ± std over seeds (`python tools/reproduce.py"
+        f"{' --study ' + args.study if args.study != 'main' else ''}`, commit {doc['commit'][:12]}).",
         "",
         markdown_table(summary),
     ]
@@ -217,7 +217,7 @@ def schedule_report(args, results, stem):
             curves.setdefault(name, []).append(learning_curve(run.output_dir))
     if curves:
         png = plot_learning_curves(curves, stem + "_learning_curve.png", title=f"commit {commit()[:12]}")
-        lines.append(f"\nLearning curves: {png}")
+        lines.append(f"\nLearning curves: `{os.path.basename(png)}`")
     return "\n".join(lines)
 
 
