@@ -1,4 +1,5 @@
 """tools/reproduce.py on a tiny budget: complete JSON, mean ± std table, plot, and no retraining."""
+import functools
 import json
 import os
 import shutil
@@ -111,3 +112,38 @@ def test_learning_curve_counts_iterations_trained(tmp_path):
     rows.append({"iteration": 60, "bbox/AP": 20.0})  # final, logged at MAX_ITER = 60
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert learning_curve(str(tmp_path)) == [(40, 10.0), (60, 20.0)]
+
+
+@pytest.mark.parametrize("study", ["main", "nms_reg", "fidelity", "schedule"])
+def test_every_study_run_and_evaluation_is_a_valid_config(study):
+    """Each run's config file, options and extra evaluations merge without an unknown key or a
+    wrong type, and the fidelity runs really change the value they name."""
+    import argparse
+
+    from detectron2.config import get_cfg
+
+    from decoupled_rcnn import add_decoupled_rcnn_config
+    from detcommon import add_common_config
+    from double_head import add_doublehead_config
+    from tools import reproduce as tool
+
+    args = argparse.Namespace(study=study, models=list(tool.MODELS), seeds=[1], opts=[],
+                              output_dir="/nonexistent", results_dir="/nonexistent", name=None)  # fmt: skip
+    if study == "schedule":
+        args.models = ["faster_rcnn"]
+    runs = tool.study_runs(args)
+    assert runs
+    for run in runs:
+        for extra in [[], *run.evals.values()]:
+            cfg = get_cfg()
+            for add in (add_common_config, add_doublehead_config, add_decoupled_rcnn_config):
+                add(cfg)
+            cfg.merge_from_file(run.config_file)
+            default = cfg.clone()
+            cfg.merge_from_list([*run.opts, *extra])
+            if study == "fidelity":
+                key = run.opts[0].split(".")
+                assert functools.reduce(getattr, key, cfg) != functools.reduce(getattr, key, default), key
+    if study == "schedule":
+        max_iter = tool._shapes_base()["SOLVER"]["MAX_ITER"]
+        assert runs[0].opts[:2] == ["SOLVER.MAX_ITER", str(2 * max_iter)]

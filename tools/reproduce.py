@@ -189,6 +189,8 @@ def write_report(args, results, known=(), quiet=False):
         plot_ap_vs_iou(summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}")
     if args.study == "schedule":
         lines += ["", schedule_report(args, results, stem)]
+    if args.study == "fidelity":
+        lines += ["", fidelity_report(args, results)]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     if quiet:
@@ -197,12 +199,39 @@ def write_report(args, results, known=(), quiet=False):
     print(f"\nWrote {stem}.json, {stem}.md" + (f", {stem}_ap_vs_iou.png" if args.study == "main" else ""))
 
 
+def main_results(args, models, seeds=(1, 2, 3)):
+    """The finished main-study runs of `models` x `seeds`, from their folders or shapes.json."""
+    main_args = argparse.Namespace(**{**vars(args), "study": "main", "seeds": list(seeds), "models": models,
+                                      "name": None})
+    known = {}
+    if os.path.isfile(results_stem(main_args) + ".json"):
+        with open(results_stem(main_args) + ".json") as f:
+            known = {(r["model"], r["seed"], r.get("recipe_key")): r for r in json.load(f)["runs"]}
+    runs = study_runs(main_args)
+    return [r for r in (read_result(run) or known.get((run.model, run.seed, run.recipe_key())) for run in runs)
+            if r]
+
+
+def fidelity_report(args, results):
+    """Each authors'-code default (the main study's run, same seed) against the earlier behaviour."""
+    models = sorted({r["model"].split(" ")[0] for r in results})
+    defaults = summarize(main_results(args, models, args.seeds))
+    summary = {**defaults, **summarize(results)}
+    lines = ["Authors' default (main study, same seeds) against the earlier behaviour:", ""]
+    for name in summarize(results):
+        model = name.split(" ")[0]
+        if model in defaults:
+            for column in ("AP", "AP75", "AP90"):
+                lines.append(f"- {compare(summary, model, name, column)}")
+    return "\n".join(lines)
+
+
 def schedule_report(args, results, stem):
     """1x (main study, every seed) against 2x final AP, and the learning curves of both."""
     # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
     models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *args.models]))
     main_args = argparse.Namespace(**{**vars(args), "study": "main", "seeds": [1, 2, 3], "models": models})
-    one_x = [r for r in map(read_result, study_runs(main_args)) if r]
+    one_x = main_results(args, models)
     lines = []
     if one_x:
         s1, s2 = summarize(one_x), summarize(results)
