@@ -14,10 +14,9 @@ import weakref
 
 import detectron2.utils.comm as comm
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks
 from detectron2.utils.logger import setup_logger
 
 from decoupled_rcnn import add_decoupled_rcnn_config
@@ -27,14 +26,15 @@ from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.data import CheckedDatasetMapper
 from detcommon.engine import cpu_ddp_without_device_ids, register_datasets
 from detcommon.monitor import log_rank_losses
+from detcommon.preemption import PreemptionHook, launch_preemptible
 from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with COCO evaluation that reports AP50-AP90, DDP on CPU workers, crash-safe
-    checkpoints, the best evaluation's weights (TEST.BEST_CHECKPOINT_METRIC), and image-reading
-    errors that name the file."""
+    checkpoints, the best evaluation's weights (TEST.BEST_CHECKPOINT_METRIC), a checkpoint and exit
+    code 143 on SIGTERM/SIGUSR1 (preemption), and image-reading errors that name the file."""
 
     def __init__(self, cfg):
         with cpu_ddp_without_device_ids():
@@ -54,6 +54,7 @@ class Trainer(DefaultTrainer):
                 self.cfg.TEST.EVAL_PERIOD, self.checkpointer,
                 self.cfg.TEST.BEST_CHECKPOINT_METRIC, self.cfg.TEST.BEST_CHECKPOINT_MODE,
             ))  # fmt: skip
+        ret.append(PreemptionHook(self.checkpointer))  # last: the iteration's other hooks run first
         return ret
 
     @classmethod
@@ -126,7 +127,7 @@ def main(args):
         if not args.resume:
             check_weights_for_eval(cfg)
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = Trainer.test(cfg, model)
@@ -141,7 +142,7 @@ def main(args):
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
+    launch_preemptible(
         main,
         args.num_gpus,
         num_machines=args.num_machines,
