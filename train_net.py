@@ -8,6 +8,8 @@
         --dataset my_val val.json images/ DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)'
 
 Without CUDA everything runs on the CPU; `--num-gpus N` then starts N processes over gloo.
+SIGTERM or SIGUSR1 during training: a checkpoint of the current iteration, exit code 143; rerun
+with --resume (docs/RELIABILITY.md).
 """
 import os
 import weakref
