@@ -65,6 +65,14 @@ def _model(seed=0):
 
 
 @pytest.fixture
+def caplog(caplog, monkeypatch):
+    """pytest's caplog, also when an earlier test of the session ran Detectron2's setup_logger on
+    "detcommon", which stops its records from propagating to the root logger."""
+    monkeypatch.setattr(logging.getLogger("detcommon"), "propagate", True)
+    return caplog
+
+
+@pytest.fixture
 def checkpoints(tmp_path):
     """model_0000001.pth, model_0000003.pth and model_final.pth of a Linear model (weights seeded
     0, 1, 2); last_checkpoint names model_final.pth."""
