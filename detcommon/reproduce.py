@@ -271,12 +271,14 @@ def markdown_table(summary: Dict[str, dict], columns: Sequence[str] = TABLE_ORDE
 def compare(summary: Dict[str, dict], a: str, b: str, column: str, at_least: bool = False) -> str:
     """
     Whether model `a` beats `b` in `column` ("holds", "fails" or "no difference"): a difference
-    counts only if it exceeds the larger of the two standard deviations. With `at_least`, "no
-    difference" counts as holding (a >= b).
+    counts only if it exceeds the larger of the two standard deviations, and is not decided
+    while either model has a single seed. With `at_least`, "no difference" counts as holding.
     """
-    (ma, sa, _), (mb, sb, _) = summary[a][column], summary[b][column]
+    (ma, sa, na), (mb, sb, nb) = summary[a][column], summary[b][column]
     diff, noise = ma - mb, max(sa, sb)
-    if abs(diff) <= noise:
+    if min(na, nb) < 2:
+        verdict = "not decided (one seed, no spread)"
+    elif abs(diff) <= noise:
         verdict = "holds (no difference)" if at_least else "no difference"
     else:
         verdict = "holds" if diff > 0 else "fails"

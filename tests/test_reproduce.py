@@ -102,6 +102,8 @@ def test_summary_table_and_orderings_by_hand():
     summary["b"]["AP"] = (11.0, 0.5, 3)
     assert compare(summary, "a", "b", "AP").startswith("no difference")
     assert compare(summary, "a", "b", "AP", at_least=True).startswith("holds (no difference)")
+    one_seed = summarize([results[0], results[3]])
+    assert compare(one_seed, "a", "b", "AP").startswith("not decided")
 
 
 def test_learning_curve_counts_iterations_trained(tmp_path):
