@@ -17,7 +17,6 @@ SHA-256 of the file; a file that is missing, corrupt or made by another recipe i
 Shape shorthand: N = crops, S = crop side (px).
 """
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.utils.file_io import PathManager
 
-from .shapes import SHAPES_CLASSES, ShapesSpec, render_image
+from .shapes import SHAPES_CLASSES, ShapesSpec, sha256_file, render_image
 
 __all__ = [
     "PretrainRecipe",
@@ -230,11 +229,6 @@ def pretrain(recipe: PretrainRecipe, log_period: int = 100):
     return resnet.state_dict(), {"heldout_accuracy": accuracy, "num_crops": len(labels)}
 
 
-def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def _verify(path, manifest_path, recipe):
     """None if `path` holds the weights of `recipe`, else why not."""
     if not os.path.isfile(path) or not os.path.isfile(manifest_path):
@@ -246,7 +240,7 @@ def _verify(path, manifest_path, recipe):
         return f"unreadable manifest ({e})"
     if manifest.get("recipe") != recipe.to_dict():
         return f"made with another recipe {manifest.get('recipe')}"
-    if manifest.get("sha256") != _sha256(path):
+    if manifest.get("sha256") != sha256_file(path):
         return "checksum mismatch"
     return None
 
@@ -291,7 +285,7 @@ def ensure_pretrained(name: str, root: str = None, recipe: PretrainRecipe = None
         os.replace(tmp, path)
         manifest = {
             "recipe": recipe.to_dict(),
-            "sha256": _sha256(path),
+            "sha256": sha256_file(path),
             "seconds": round(time.perf_counter() - start, 1),
             **stats,
         }

@@ -27,6 +27,7 @@ __all__ = [
     "Run",
     "run_all",
     "read_result",
+    "finished_result",
     "git_commit",
     "summarize",
     "markdown_table",
@@ -103,6 +104,16 @@ def read_result(run: Run) -> Optional[dict]:
             f"{path} was made with another recipe (config files, options or seed changed since). "
             f"Delete {run.output_dir} to retrain it, or pass another --output-dir."
         )
+    return result
+
+
+def finished_result(run: Run, known: Sequence[dict] = ()) -> Optional[dict]:
+    """The run's result from its folder, else from `known` results with its model, seed and
+    recipe (e.g. a committed results JSON); None if it has not finished."""
+    result = read_result(run)
+    if result is None:
+        key = (run.model, run.seed, run.recipe_key())
+        result = next((r for r in known if (r["model"], r["seed"], r.get("recipe_key")) == key), None)
     return result
 
 
@@ -192,11 +203,10 @@ def run_all(
         on_result: called with the results so far after each newly finished run (e.g. to
             rewrite a report, so that results can be committed as they come).
     """
-    known = {(r["model"], r["seed"], r.get("recipe_key")): r for r in known}
     results = []
     for i, run in enumerate(runs):
         label = f"[{i + 1}/{len(runs)}] {run.model} seed {run.seed}"
-        result = read_result(run) or known.get((run.model, run.seed, run.recipe_key()))
+        result = finished_result(run, known)
         if result is None:
             os.makedirs(run.output_dir, exist_ok=True)
             start = time.monotonic()
@@ -303,6 +313,13 @@ def plot_ap_vs_iou(summary: Dict[str, dict], path: str, title: str = "") -> str:
     ax.set_xlabel("IoU threshold")
     ax.set_ylabel("AP (%)")
     ax.set_xticks(IOU_THRESHOLDS)
+    return _save(fig, ax, path, title)
+
+
+def _save(fig, ax, path: str, title: str) -> str:
+    """Grid, legend and title on `ax`, then `fig` written as `path` and closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
@@ -353,12 +370,4 @@ def plot_learning_curves(curves: Dict[str, List[List[tuple]]], path: str, title:
             )  # fmt: skip
     ax.set_xlabel("iteration")
     ax.set_ylabel("AP on shapes_val (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, title)

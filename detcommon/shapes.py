@@ -165,7 +165,7 @@ def render_image(spec, index):
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------
-def _sha256(path):
+def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -195,7 +195,7 @@ def _write_split(name, spec, out_dir):
     with open(os.path.join(out_dir, "annotations.json"), "w") as f:
         json.dump(coco, f)
     files = ["annotations.json"] + [os.path.join("images", im["file_name"]) for im in images]
-    return {"spec": spec.to_dict(), "files": {p: _sha256(os.path.join(out_dir, p)) for p in files}}
+    return {"spec": spec.to_dict(), "files": {p: sha256_file(os.path.join(out_dir, p)) for p in files}}
 
 
 def verify_split(split_dir, spec):
@@ -217,7 +217,7 @@ def verify_split(split_dir, spec):
         path = os.path.join(split_dir, rel)
         if not os.path.isfile(path):
             return f"missing file {rel}"
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             return f"checksum mismatch for {rel}"
     return None
 

@@ -30,7 +30,7 @@ from detcommon.reproduce import (
     markdown_table,
     plot_learning_curves,
     plot_ap_vs_iou,
-    read_result,
+    finished_result,
     run_all,
     summarize,
 )
@@ -154,6 +154,14 @@ def results_stem(args):
     return os.path.join(args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}")
 
 
+def recorded_runs(args):
+    """The runs recorded in the study's committed results JSON ([] if there is none)."""
+    if not os.path.isfile(results_stem(args) + ".json"):
+        return []
+    with open(results_stem(args) + ".json") as f:
+        return json.load(f)["runs"]
+
+
 def write_report(args, results, known=(), quiet=False):
     """JSON, markdown (table + orderings) and, for the main study, the AP-vs-IoU plot."""
     os.makedirs(args.results_dir, exist_ok=True)
@@ -203,13 +211,8 @@ def main_results(args, models, seeds=(1, 2, 3)):
     """The finished main-study runs of `models` x `seeds`, from their folders or shapes.json."""
     main_args = argparse.Namespace(**{**vars(args), "study": "main", "seeds": list(seeds), "models": models,
                                       "name": None})
-    known = {}
-    if os.path.isfile(results_stem(main_args) + ".json"):
-        with open(results_stem(main_args) + ".json") as f:
-            known = {(r["model"], r["seed"], r.get("recipe_key")): r for r in json.load(f)["runs"]}
-    runs = study_runs(main_args)
-    return [r for r in (read_result(run) or known.get((run.model, run.seed, run.recipe_key())) for run in runs)
-            if r]
+    known = recorded_runs(main_args)
+    return [r for r in (finished_result(run, known) for run in study_runs(main_args)) if r]
 
 
 def fidelity_report(args, results):
@@ -269,14 +272,9 @@ def main():
         args.models = ["faster_rcnn"]
     runs = study_runs(args)
     # runs recorded in the committed results count as finished: a new checkout retrains nothing
-    known = []
-    if os.path.isfile(results_stem(args) + ".json"):
-        with open(results_stem(args) + ".json") as f:
-            known = json.load(f)["runs"]
+    known = recorded_runs(args)
     if args.report_only:
-        keys = {(r["model"], r["seed"], r.get("recipe_key")): r for r in known}
-        results = [r for r in (read_result(run) or keys.get((run.model, run.seed, run.recipe_key()))
-                               for run in runs) if r]
+        results = [r for r in (finished_result(run, known) for run in runs) if r]
     else:
         results = run_all(runs, os.path.join(REPO, "train_net.py"), print_fn=lambda s: print(s, flush=True),
                           known=known, on_result=lambda done: write_report(args, done, known, quiet=True))
