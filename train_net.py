@@ -7,7 +7,10 @@
     python train_net.py --config-file ... --dataset my_train train.json images/ \
         --dataset my_val val.json images/ DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)'
 
-Without CUDA everything runs on the CPU; `--num-gpus N` then starts N processes over gloo.
+    torchrun --nproc_per_node 4 train_net.py --config-file configs/dh_ext_R50_FPN_1x.yaml
+
+Without CUDA everything runs on the CPU; `--num-gpus N` (or torchrun) then runs N processes over
+gloo. A process that dies stops the others within a minute, exit code 75 (docs/RELIABILITY.md).
 SIGTERM or SIGUSR1 during training: a checkpoint of the current iteration, exit code 143; rerun
 with --resume (docs/RELIABILITY.md).
 """
@@ -28,7 +31,8 @@ from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.data import CheckedDatasetMapper
 from detcommon.engine import cpu_ddp_without_device_ids, register_datasets
 from detcommon.monitor import log_rank_losses
-from detcommon.preemption import PreemptionHook, launch_preemptible
+from detcommon.launch import launch
+from detcommon.preemption import PreemptionHook
 from detcommon.validation import validate_config
 from double_head import add_doublehead_config, multi_mode_evaluation
 
@@ -144,7 +148,7 @@ def main(args):
 if __name__ == "__main__":
     args = argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch_preemptible(
+    launch(
         main,
         args.num_gpus,
         num_machines=args.num_machines,

@@ -10,16 +10,14 @@ import logging
 import multiprocessing
 import os
 import signal
-import sys
 import time
 
 import detectron2.utils.comm as comm
 import torch
 import torch.distributed as dist
-from detectron2.engine import HookBase, launch
-from torch.multiprocessing import ProcessExitedException
+from detectron2.engine import HookBase
 
-__all__ = ["PREEMPTED_EXIT_CODE", "PREEMPTION_SIGNALS", "PreemptionHook", "launch_preemptible"]
+__all__ = ["PREEMPTED_EXIT_CODE", "PREEMPTION_SIGNALS", "PreemptionHook", "forward_signals_to_children"]
 
 # Exit code of every process after a checkpoint on a preemption signal (128 + SIGTERM, for
 # SIGUSR1 too): "stopped early, the checkpoint is saved, rerun with --resume".
@@ -93,24 +91,7 @@ class PreemptionHook(HookBase):
         raise SystemExit(PREEMPTED_EXIT_CODE)
 
 
-def _forward_to_children(signum, frame):
+def forward_signals_to_children(signum, frame):
+    """Signal handler of a launching process: passes `signum` on to the processes it started."""
     for child in multiprocessing.active_children():
         os.kill(child.pid, signum)
-
-
-def launch_preemptible(main_func, num_gpus_per_machine, num_machines=1, **kwargs):
-    """Detectron2's `launch`. With several processes per run, the launching process forwards
-    SIGTERM and SIGUSR1 to the processes it started (Kubernetes signals only the container's first
-    process) and exits with PREEMPTED_EXIT_CODE when they did."""
-    if num_gpus_per_machine * num_machines == 1:
-        return launch(main_func, num_gpus_per_machine, num_machines, **kwargs)
-    previous = {s: signal.signal(s, _forward_to_children) for s in PREEMPTION_SIGNALS}
-    try:
-        return launch(main_func, num_gpus_per_machine, num_machines, **kwargs)
-    except ProcessExitedException as e:
-        if e.exit_code != PREEMPTED_EXIT_CODE:
-            raise
-        sys.exit(PREEMPTED_EXIT_CODE)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -96,3 +97,104 @@ def run_train_net(*args, timeout=600):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return proc.returncode, proc.stdout
+
+
+# Imported at start-up by every Python process of a run (launchers and the processes they
+# start) once `site_dir` is on PYTHONPATH: iteration $FAULT_PAUSE_AT_ITER waits, before it runs,
+# until the test has done its fault. Each rank announces the wait in $FAULT_MARKER.<rank> (its
+# pid) and waits for the test to remove it.
+SITECUSTOMIZE = r"""
+import os, time
+if os.environ.get("FAULT_PAUSE_AT_ITER"):
+    import detectron2.utils.comm as comm
+    from detectron2.engine import train_loop
+
+    run_step = train_loop.SimpleTrainer.run_step
+
+    def paused_run_step(self):
+        if self.iter == int(os.environ["FAULT_PAUSE_AT_ITER"]):
+            marker = f"{os.environ['FAULT_MARKER']}.{comm.get_rank()}"
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            deadline = time.time() + 300
+            while os.path.exists(marker) and time.time() < deadline:
+                time.sleep(0.02)
+        return run_step(self)
+
+    train_loop.SimpleTrainer.run_step = paused_run_step
+"""
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def site_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("site")
+    (directory / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return str(directory)
+
+
+class PausedRun:
+    """Starts `commands` (argv lists run in the repository, e.g. the two "machines" of a run)
+    with every rank of the run held before iteration `pause_at`: the test does its fault (signals
+    `launcher_pid(i)` or `rank_pid(r)`), then `release()` lets the ranks go on and `wait()` returns
+    ([(exit code, output) per command], seconds from release to the last exit)."""
+
+    def __init__(self, site_dir, out, commands, num_ranks, pause_at, env=None):
+        self.marker = os.path.join(out, "paused")
+        self.markers = [f"{self.marker}.{rank}" for rank in range(num_ranks)]
+        self.env = {
+            **os.environ, "OMP_NUM_THREADS": "1", "FAULT_PAUSE_AT_ITER": str(pause_at), "FAULT_MARKER": self.marker,
+            "PYTHONPATH": os.pathsep.join([site_dir, os.environ.get("PYTHONPATH", "")]), **(env or {}),
+        }  # fmt: skip
+        self.commands, self.logs = commands, [os.path.join(out, f"launcher{i}.log") for i in range(len(commands))]
+        self.procs, self.released = [], None
+
+    def __enter__(self):
+        for command, log_path in zip(self.commands, self.logs):
+            with open(log_path, "w") as log:
+                self.procs.append(subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.time() + 300
+        while not all(map(os.path.exists, self.markers)) and time.time() < deadline:
+            assert all(p.poll() is None for p in self.procs), self.output()
+            time.sleep(0.1)
+        assert all(map(os.path.exists, self.markers)), self.output()
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+
+    def output(self, i=0):
+        with open(self.logs[i]) as f:
+            return f.read()[-3000:]
+
+    def launcher_pid(self, i=0):
+        return self.procs[i].pid
+
+    def rank_pid(self, rank):
+        with open(self.markers[rank]) as f:
+            return int(f.read())
+
+    def release(self):
+        self.released = time.monotonic()
+        for m in self.markers:
+            if os.path.exists(m):
+                os.remove(m)
+
+    def wait(self, timeout=120):
+        codes = [p.wait(timeout=timeout) for p in self.procs]
+        seconds = time.monotonic() - self.released
+        results = []
+        for code, log_path in zip(codes, self.logs):
+            with open(log_path) as f:
+                results.append((code, f.read()))
+        return results, seconds

@@ -1,16 +1,20 @@
-"""Two CPU processes over gloo (`train_net.py --num-gpus 2`) for Double-Head-Ext and the
-Decoupled R-CNN cascade: both ranks' losses are averaged into metrics.json, evaluation gathers
-the detections of both ranks, and metrics.json and the TensorBoard events hold every loss term."""
+"""Two CPU processes over gloo for Double-Head-Ext and the Decoupled R-CNN cascade, started by
+`train_net.py --num-gpus 2`, by `torchrun --nproc_per_node 2` and as two local "machines"
+(`--num-machines 2 --machine-rank {0,1} --dist-url tcp://...`): both ranks log, their losses are
+averaged into metrics.json, evaluation gathers the detections of both ranks, and metrics.json
+and the TensorBoard events hold every loss term."""
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_OPTS, run_train_net
+from conftest import REPO, TINY_OPTS, free_port
 from detcommon.monitor import RANK_LOSS_LOG_ENV
 
 NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images
@@ -20,19 +24,43 @@ HEAD_LOSSES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(HEAD_LOSSES))
+# (model, launcher): every model with --num-gpus, Double-Head-Ext with the other launchers.
+RUNS = [*((model, "num_gpus") for model in sorted(HEAD_LOSSES)), ("dh_ext", "torchrun"), ("dh_ext", "two_machines")]
+
+
+def _commands(launcher, args):
+    """The command lines that start a 2-process run of train_net.py `args` with `launcher`."""
+    train_net = os.path.join(REPO, "train_net.py")
+    if launcher == "num_gpus":
+        return [[sys.executable, train_net, "--num-gpus", "2", *args]]
+    if launcher == "torchrun":
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+        return [[*torchrun, train_net, *args]]
+    url = f"tcp://127.0.0.1:{free_port()}"
+    return [
+        [sys.executable, train_net, "--num-machines", "2", "--machine-rank", str(m), "--dist-url", url, *args]
+        for m in (0, 1)
+    ]
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=["-".join(run) for run in RUNS])
 def ddp_run(request, tiny_val, tmp_path_factory):
     """A 3-iteration, 2-process run that evaluates on tiny_val; returns (model, output dir)."""
-    out = str(tmp_path_factory.mktemp(request.param))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(RANK_LOSS_LOG_ENV, os.path.join(out, "rank_losses"))
-        code, log = run_train_net(
-            "--config-file", f"configs/shapes/{request.param}.yaml", "--num-gpus", "2", *tiny_val, *TINY_OPTS,
-            "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "('tiny_val',)", "OUTPUT_DIR", out,
-        )  # fmt: skip
-    assert code == 0, log[-3000:]
-    assert "DistributedDataParallel over 2 gloo processes" in log
-    return request.param, out
+    model, launcher = request.param
+    out = str(tmp_path_factory.mktemp(f"{model}-{launcher}"))
+    args = [
+        "--config-file", f"configs/shapes/{model}.yaml", *tiny_val, *TINY_OPTS,
+        "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "('tiny_val',)", "OUTPUT_DIR", out,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", RANK_LOSS_LOG_ENV: os.path.join(out, "rank_losses")}
+    procs = [
+        subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for c in _commands(launcher, args)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), logs[0][-3000:]
+    assert "DistributedDataParallel over 2 gloo processes" in logs[0]
+    return model, out
 
 
 def _jsonl(path):
@@ -62,6 +90,8 @@ def test_evaluation_gathers_the_detections_of_both_ranks(ddp_run):
         main_log = f.read()
     with open(os.path.join(out, "log.txt.rank1")) as f:
         rank1_log = f.read()
+    assert "Rank of current process: 0. World size: 2" in main_log
+    assert "Rank of current process: 1. World size: 2" in rank1_log
     assert "Start inference on 3 batches" in main_log and "Start inference on 2 batches" in rank1_log
     predictions_file = os.path.join(out, "inference", "tiny_val", "instances_predictions.pth")
     predictions = torch.load(predictions_file, weights_only=False)

@@ -5,14 +5,12 @@ with the learning rate an uninterrupted run has there."""
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from conftest import REPO, TINY_OPTS, run_train_net
+from conftest import TINY_OPTS, PausedRun, free_port, run_train_net
 from detcommon.preemption import PREEMPTED_EXIT_CODE
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -20,71 +18,24 @@ CONFIG = "configs/shapes/dh_ext.yaml"
 SCHEDULE = ["SOLVER.MAX_ITER", "6", "SOLVER.STEPS", "(3, 5)", "DATASETS.TEST", "()"]
 PAUSE_AT = 4  # the signal arrives during iteration 4: checkpoint model_0000004, resume at 5
 
-# Imported at start-up by every Python process of a run (the launcher and the processes it
-# spawns): iteration $FAULT_PAUSE_AT_ITER waits, before it runs, until the test has sent its
-# signal. Each rank announces the wait in $FAULT_MARKER.<rank> (its pid) and waits for the test
-# to remove it.
-SITECUSTOMIZE = r"""
-import os, time
-if os.environ.get("FAULT_PAUSE_AT_ITER"):
-    import detectron2.utils.comm as comm
-    from detectron2.engine import train_loop
 
-    run_step = train_loop.SimpleTrainer.run_step
-
-    def paused_run_step(self):
-        if self.iter == int(os.environ["FAULT_PAUSE_AT_ITER"]):
-            marker = f"{os.environ['FAULT_MARKER']}.{comm.get_rank()}"
-            with open(marker, "w") as f:
-                f.write(str(os.getpid()))
-            deadline = time.time() + 300
-            while os.path.exists(marker) and time.time() < deadline:
-                time.sleep(0.02)
-        return run_step(self)
-
-    train_loop.SimpleTrainer.run_step = paused_run_step
-"""
-
-
-@pytest.fixture(scope="module")
-def site_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("site")
-    (directory / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return str(directory)
-
-
-def _signal_during_iteration(site_dir, out, signum, num_gpus=1, target="launcher", pause_at=PAUSE_AT):
-    """Runs train_net.py, sends `signum` to `target` ("launcher" or a rank) while every rank waits
-    before iteration `pause_at`; returns (exit code, launcher output, seconds from signal to exit)."""
-    marker = os.path.join(out, "paused")
-    env = {
-        **os.environ, "OMP_NUM_THREADS": "1", "FAULT_PAUSE_AT_ITER": str(pause_at), "FAULT_MARKER": marker,
-        "PYTHONPATH": os.pathsep.join([site_dir, os.environ.get("PYTHONPATH", "")]),
-    }  # fmt: skip
-    log_path = os.path.join(out, "launcher.log")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "train_net.py", "--config-file", CONFIG, "--num-gpus", str(num_gpus),
-             *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        markers = [f"{marker}.{rank}" for rank in range(num_gpus)]
-        deadline = time.time() + 300
-        while not all(map(os.path.exists, markers)) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert proc.poll() is None and all(map(os.path.exists, markers)), open(log_path).read()[-3000:]
-        pid = proc.pid
-        if target != "launcher":
-            with open(markers[target]) as f:
-                pid = int(f.read())
-        os.kill(pid, signum)
-        sent = time.monotonic()
-        for m in markers:
-            os.remove(m)
-        code = proc.wait(timeout=120)
-        seconds = time.monotonic() - sent
-    with open(log_path) as f:
-        return code, f.read(), seconds
+def _signal_during_iteration(
+    site_dir, out, signum, num_gpus=1, target="launcher", pause_at=PAUSE_AT, torchrun=False
+):
+    """Runs train_net.py (with `--num-gpus num_gpus`, or under torchrun with that many processes),
+    sends `signum` to `target` ("launcher" or a rank) while every rank waits before iteration
+    `pause_at`; returns (exit code, launcher output, seconds from signal to exit)."""
+    if torchrun:
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(num_gpus), "--master_port", str(free_port()),
+                    "train_net.py"]  # fmt: skip
+    else:
+        launcher = ["train_net.py", "--num-gpus", str(num_gpus)]
+    command = [sys.executable, *launcher, "--config-file", CONFIG, *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out]
+    with PausedRun(site_dir, out, [command], num_gpus, pause_at) as run:
+        os.kill(run.launcher_pid() if target == "launcher" else run.rank_pid(target), signum)
+        run.release()
+        [(code, log)], seconds = run.wait()
+    return code, log, seconds
 
 
 def _rows(out):
@@ -141,6 +92,16 @@ def test_sigterm_to_the_launcher_stops_both_ranks_at_the_same_iteration(site_dir
     code, log, seconds = _signal_during_iteration(site_dir, out, signal.SIGTERM, num_gpus=2)
     assert code == PREEMPTED_EXIT_CODE, log[-3000:]
     print(f"2 processes, SIGTERM to the launcher: exit after {seconds:.1f} s")
+    _check_stopped_and_resume(out, log, 2, uninterrupted)
+
+
+def test_sigterm_to_torchrun_stops_both_ranks_with_a_checkpoint(site_dir, tmp_path, uninterrupted):
+    """torchrun's agent passes SIGTERM on to its workers, which stop as above; torchrun itself
+    then exits with its own code for a signal (1), not 143."""
+    out = str(tmp_path)
+    code, log, seconds = _signal_during_iteration(site_dir, out, signal.SIGTERM, num_gpus=2, torchrun=True)
+    assert code == 1 and "SignalException" in log, log[-3000:]
+    print(f"torchrun, 2 processes, SIGTERM to torchrun: exit after {seconds:.1f} s")
     _check_stopped_and_resume(out, log, 2, uninterrupted)
 
 
