@@ -9,7 +9,7 @@ from detectron2.engine import defaults
 
 from .datasets import DatasetFormatError, register_coco_dataset, register_shapes
 
-__all__ = ["register_datasets", "cpu_ddp_without_device_ids"]
+__all__ = ["register_datasets", "cpu_ddp_without_device_ids", "check_amp_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,16 @@ def register_datasets(cfg):
                     f"Dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
                     f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}: add `MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}`."
                 )
+
+
+def check_amp_device(cfg):
+    """Refuses SOLVER.AMP.ENABLED on a CPU model before anything is built: Detectron2's
+    AMPTrainer runs torch.cuda.amp and would stop at the first iteration."""
+    if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu":
+        raise ValueError(
+            "SOLVER.AMP.ENABLED True needs CUDA (Detectron2's AMPTrainer uses torch.cuda.amp, float16), "
+            "but this run is on the CPU (MODEL.DEVICE cpu). Set SOLVER.AMP.ENABLED False, or train on a GPU."
+        )
 
 
 def _create_ddp_model(model, **kwargs):
