@@ -29,7 +29,7 @@ from detcommon import PaperCOCOEvaluator, add_common_config
 from detcommon.evaluation import write_eval_results
 from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.data import CheckedDatasetMapper
-from detcommon.engine import cpu_ddp_without_device_ids, register_datasets
+from detcommon.engine import check_amp_device, cpu_ddp_without_device_ids, register_datasets
 from detcommon.monitor import log_rank_losses
 from detcommon.launch import launch
 from detcommon.preemption import PreemptionHook
@@ -43,6 +43,7 @@ class Trainer(DefaultTrainer):
     code 143 on SIGTERM/SIGUSR1 (preemption), and image-reading errors that name the file."""
 
     def __init__(self, cfg):
+        check_amp_device(cfg)
         with cpu_ddp_without_device_ids():
             super().__init__(cfg)
         log_rank_losses(self._trainer.model)
