@@ -24,6 +24,8 @@ REQUIRED = {
     "matplotlib": "analysis plots",
     "tqdm": "progress bars",
     "pytest": "the test suite",
+    "nbclient": "the test suite (runs docs/tutorial.ipynb)",
+    "ipykernel": "the test suite (the tutorial's Python kernel)",
 }
 # Packages this checkout provides; each must resolve to a file inside this checkout.
 OWN = ["detcommon", "double_head", "decoupled_rcnn"]
