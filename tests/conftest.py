@@ -46,15 +46,17 @@ TINY_DOUBLE_HEAD_OPTS = [
 
 
 def tiny_double_head_cfg(config="configs/shapes/dh_ext.yaml", opts=()):
-    """`config` with the project's keys, shrunk by TINY_DOUBLE_HEAD_OPTS, then `opts`."""
+    """`config` (any shapes model) with every project's keys, shrunk by TINY_DOUBLE_HEAD_OPTS, then `opts`."""
     from detectron2.config import get_cfg
 
+    from decoupled_rcnn import add_decoupled_rcnn_config
     from detcommon import add_common_config
     from double_head import add_doublehead_config
 
     cfg = get_cfg()
     add_common_config(cfg)
     add_doublehead_config(cfg)
+    add_decoupled_rcnn_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, config))
     cfg.merge_from_list([*TINY_DOUBLE_HEAD_OPTS, *opts])
     return cfg

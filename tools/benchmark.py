@@ -60,6 +60,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from train_net import argument_parser, setup  # noqa: E402  (the same config handling as training)
+from detcommon.heads import disable_fast_paths  # noqa: E402
 
 # every figure of a result, with its unit; "ratios" has the same keys
 COLUMNS = {
@@ -270,13 +271,10 @@ class FixedProposalInference(nn.Module):
 
 def count_gflops(cfg, num_proposals: int, width: int, height: int) -> float:
     """fvcore GFLOPs of :class:`FixedProposalInference`, every head on every proposal."""
-    cfg = cfg.clone()
-    cfg.defrost()
     # Fast paths skip boxes by score; random weights would make the count arbitrary.
-    cfg.MODEL.DOUBLE_HEAD.FAST_PATH = False
-    cfg.MODEL.DOUBLE_HEAD.FUSED_PREFILTER_THRESH = 0.0
-    cfg.MODEL.DECOUPLED.FAST_PATH = False
-    model = FixedProposalInference(build_model(cfg)).eval()
+    detector = build_model(cfg)
+    disable_fast_paths(detector.roi_heads)
+    model = FixedProposalInference(detector).eval()
     device = torch.device(cfg.MODEL.DEVICE)
     image = torch.rand(3, height, width, device=device) * 255
     boxes = fixed_proposals(num_proposals, width, height).to(device)

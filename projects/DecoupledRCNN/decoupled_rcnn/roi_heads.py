@@ -17,13 +17,14 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats, fast_rcnn_inference
 from detectron2.structures import Boxes, Instances
 
+from detcommon.heads import HeadOutput, class_probability, select_class_boxes
 from detcommon.poolers import EnlargedROIPooler
 
 from .config import REG_LOSS_NORMALIZERS, check_decoupled_rcnn_config
 from .rpn import split_decoupled_proposals
 from .sampling import sample_regression_proposals
 
-__all__ = ["DecoupledROIHeads", "select_class_boxes"]
+__all__ = ["DecoupledROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -285,6 +286,31 @@ class DecoupledROIHeads(StandardROIHeads):
             proposals = self._refine(proposals, self._regress(pooled, stage, classes), stage)
         return proposals
 
+    def named_box_heads(self) -> Dict[str, nn.Module]:
+        """The classifier's trunk and every regression stage's (see detcommon.heads)."""
+        stages = {f"regressor_stage{k + 1}": head for k, head in enumerate(self.reg_heads)}
+        return {"classifier": self.box_head, **stages}
+
+    def predict_per_head(
+        self, features: List[torch.Tensor], proposals: List[Instances], classes: torch.Tensor
+    ) -> Dict[str, HeadOutput]:
+        """
+        "classifier": the probability of `classes` (R,) for one image's proposals; "regressor":
+        the boxes of stage ``test_stage`` after every earlier stage, with the deltas of `classes`
+        (see detcommon.heads).
+        """
+        pooled = self.box_pooler(features, [p.proposal_boxes for p in proposals])
+        probs = F.softmax(self._classify(pooled), dim=-1)
+        refined = self.regress_stages(features, proposals, pooled, classes)
+        return {
+            "classifier": HeadOutput(class_probability(probs, classes), None),
+            "regressor": HeadOutput(None, refined[0].proposal_boxes.tensor),
+        }
+
+    def disable_fast_paths(self):
+        """Regress every proposal at inference, not only those a score lets through."""
+        self.fast_path = False
+
     def _predict_boxes(
         self,
         features: List[torch.Tensor],
@@ -387,13 +413,6 @@ class DecoupledROIHeads(StandardROIHeads):
             self.test_topk_per_image,
         )
         return pred_instances
-
-
-def select_class_boxes(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """(R, 4K) class-specific or (R, 4) class-agnostic boxes or deltas -> (R, 4) of `classes` (R,)."""
-    if x.shape[1] == 4:
-        return x
-    return x.unflatten(1, (-1, 4))[torch.arange(len(x), device=x.device), classes]
 
 
 def _linear(input_shape: ShapeSpec, out_features: int, std: float) -> nn.Linear:

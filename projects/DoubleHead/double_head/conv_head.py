@@ -115,6 +115,8 @@ class DoubleHeadConvHead(nn.Sequential):
     (R, C_in, H, W) -> (R, conv_dim).
     """
 
+    analysis_name = "conv"  # its name in detcommon.heads when it is a StandardROIHeads' box head
+
     @configurable
     def __init__(
         self,

@@ -16,6 +16,7 @@ from detectron2.modeling.roi_heads import (
 )
 from detectron2.structures import Boxes, Instances
 
+from detcommon.heads import HeadOutput, class_probability, select_class_boxes
 from detcommon.poolers import EnlargedROIPooler, enlarge_boxes
 
 from .outputs import (
@@ -24,6 +25,7 @@ from .outputs import (
     DoubleHeadOutputLayers,
     check_test_mode,
     detect,
+    fuse_scores,
     loss_term_weights,
 )
 
@@ -240,6 +242,40 @@ class DoubleHeadROIHeads(StandardROIHeads):
             for b, p in zip(boxes, proposals)
         ]
         return self.box_pooler(features, enlarged)
+
+    def named_box_heads(self) -> Dict[str, nn.Module]:
+        """The branches' box heads, "fc" and/or "conv" (see detcommon.heads)."""
+        return dict(self.box_heads)
+
+    def predict_per_head(
+        self, features: List[torch.Tensor], proposals: List[Instances], classes: torch.Tensor
+    ) -> Dict[str, HeadOutput]:
+        """
+        Each branch's probability of `classes` (R,) and box with that class's deltas, for what it
+        was trained for (None otherwise), and "fused" (scores only, both classifiers fused by
+        ``fusion``; the fused mode boxes with the conv branch) when both classify. See
+        detcommon.heads.
+        """
+        probs, outputs = {}, {}
+        for branch, (logits, deltas) in self._predict_branches(features, proposals).items():
+            predictor = self.box_predictors[branch]
+            scores = boxes = None
+            if logits is not None:
+                probs[branch] = predictor.predict_probs((logits, deltas), proposals)[0]
+                scores = class_probability(probs[branch], classes)
+            if deltas is not None:
+                boxes = select_class_boxes(predictor.predict_boxes((logits, deltas), proposals)[0], classes)
+            outputs[branch] = HeadOutput(scores, boxes)
+        cls_branches, _ = TEST_MODES["fused"]
+        if all(b in probs for b in cls_branches):
+            fused = fuse_scores(*(probs[b] for b in cls_branches), self.fusion)
+            outputs["fused"] = HeadOutput(class_probability(fused, classes), None)
+        return outputs
+
+    def disable_fast_paths(self):
+        """Run the conv branch on every proposal at inference (no `fast_path`, no prefilter)."""
+        self.fast_path = False
+        self.fused_prefilter_thresh = 0.0
 
     def _predict(self, branch: str, pooled: torch.Tensor) -> tuple:
         """(R, C, H, W) RoI features -> the branch's (scores (R, K + 1), deltas (R, 4K))."""
