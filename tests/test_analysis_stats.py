@@ -11,7 +11,7 @@ import torch
 
 from detectron2.structures import Boxes, pairwise_iou
 
-from tools.analysis import plots, sensitivity, statistics
+from tools.analysis import iou_statistics, plots, sensitivity
 from tools.analysis.proposals import NUM_BINS, ProposalRecords, iou_bins, sliding_window_proposals
 
 torch.set_num_threads(1)
@@ -58,7 +58,7 @@ def test_binned_mean_std_equals_direct_computation():
     ious = np.concatenate([rng.uniform(0, 1, 300), [0.0, 0.05, 0.95, 1.0]]).astype(np.float32)
     ious = ious[(ious < 0.4) | (ious >= 0.45)]  # leave bin 8 empty
     values = rng.uniform(0, 1, len(ious))
-    count, mean, std = statistics.binned_mean_std(ious, values)
+    count, mean, std = iou_statistics.binned_mean_std(ious, values)
     for b in range(NUM_BINS):
         lo, hi = b / NUM_BINS, (b + 1) / NUM_BINS
         inside = [
@@ -78,18 +78,18 @@ def test_pearson_equals_numpy():
     rng = np.random.default_rng(1)
     x = rng.normal(size=500)
     y = 0.3 * x + rng.normal(size=500)
-    assert statistics.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
-    assert statistics.pearson(x, -2 * x + 1) == pytest.approx(-1)
-    assert np.isnan(statistics.pearson(x, np.ones(500)))
+    assert iou_statistics.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert iou_statistics.pearson(x, -2 * x + 1) == pytest.approx(-1)
+    assert np.isnan(iou_statistics.pearson(x, np.ones(500)))
 
 
 def test_groups_follow_coco_areas_and_ap_thirds():
-    groups = statistics.size_groups(np.array([10.0, 32**2 - 1, 32**2, 96**2 - 1, 96**2, 1e6]))
+    groups = iou_statistics.size_groups(np.array([10.0, 32**2 - 1, 32**2, 96**2 - 1, 96**2, 1e6]))
     assert groups["small"].tolist() == [True, True, False, False, False, False]
     assert groups["medium"].tolist() == [False, False, True, True, False, False]
     assert groups["large"].tolist() == [False, False, False, False, True, True]
     ap = {0: 50.0, 1: 10.0, 2: 90.0, 3: 30.0, 4: 70.0, 5: float("nan")}
-    difficulty = statistics.difficulty_groups(np.array([0, 1, 2, 3, 4, 5]), ap)
+    difficulty = iou_statistics.difficulty_groups(np.array([0, 1, 2, 3, 4, 5]), ap)
     assert difficulty["hard"]["classes"] == [1, 3]
     assert difficulty["medium"]["classes"] == [0, 4]
     assert difficulty["easy"]["classes"] == [2]
@@ -114,7 +114,7 @@ def _records():
 
 def test_summary_equals_direct_computation(tmp_path):
     records = _records()
-    summary = statistics.summarize(records, class_ap={0: 20.0, 1: 80.0, 2: 50.0})
+    summary = iou_statistics.summarize(records, class_ap={0: 20.0, 1: 80.0, 2: 50.0})
     assert summary["heads"] == ["a", "b"]
     assert summary["difficulty_classes"] == {"hard": [0], "medium": [2], "easy": [1]}
     everything = summary["groups"]["all"]
@@ -138,9 +138,9 @@ def test_summary_equals_direct_computation(tmp_path):
     assert summary["groups"]["difficulty/hard"]["num_proposals"] == 3
     assert summary["groups"]["size/medium"]["num_gt"] == 0  # an empty group stays well-formed
 
-    statistics.write_json(summary, tmp_path / "s.json")
+    iou_statistics.write_json(summary, tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text()) == summary  # no NaN in the JSON
-    statistics.write_csv(summary, tmp_path / "bins.csv", tmp_path / "summary.csv")
+    iou_statistics.write_csv(summary, tmp_path / "bins.csv", tmp_path / "summary.csv")
     bins = list(csv.DictReader(open(tmp_path / "bins.csv")))
     assert len(bins) == len(summary["groups"]) * 2 * NUM_BINS
     row = next(r for r in bins if r["group"] == "all" and r["head"] == "a" and r["iou_lo"] == "0.1")
@@ -163,13 +163,13 @@ def test_class_ap_from_files(tmp_path):
         {"iteration": 10, "total_loss": 0.9},
     ]
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(x) for x in lines))
-    assert statistics.class_ap_from_file(tmp_path / "metrics.json", names) == {0: 30.0, 1: 50.0}
+    assert iou_statistics.class_ap_from_file(tmp_path / "metrics.json", names) == {0: 30.0, 1: 50.0}
     (tmp_path / "results.json").write_text(
         json.dumps({"bbox": {"AP-circle": 5.0, "AP-square": 6.0}})
     )
-    assert statistics.class_ap_from_file(tmp_path / "results.json", names) == {0: 5.0, 1: 6.0}
+    assert iou_statistics.class_ap_from_file(tmp_path / "results.json", names) == {0: 5.0, 1: 6.0}
     with pytest.raises(ValueError, match="no per-class AP"):
-        statistics.class_ap_from_file(tmp_path / "results.json", ["circle", "star"])
+        iou_statistics.class_ap_from_file(tmp_path / "results.json", ["circle", "star"])
 
 
 def test_fc_weight_correlation_is_pearson_of_cell_slices():
@@ -219,7 +219,7 @@ def _decodes_and_not_blank(path):
 
 
 def test_plots_are_written(tmp_path):
-    summary = statistics.summarize(_records(), class_ap={0: 20.0, 1: 80.0})
+    summary = iou_statistics.summarize(_records(), class_ap={0: 20.0, 1: 80.0})
     plots.plot_proposal_curves({"m": summary}, ["all"], tmp_path / "one.png", "title")
     plots.plot_proposal_curves(
         {"m": summary, "other": summary},

@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 
 from conftest import TINY_OPTS
 from detcommon.shapes import ensure_shapes
-from tools.export_model import detect, load_exported, main as export_main, model_input
+from tools.export_model import load_exported, main as export_main, model_input, unscaled_detections
 from train_net import argument_parser, setup
 
 # Random weights score every class of every proposal: 20 detections per image. 1000 proposals
@@ -56,7 +56,7 @@ def test_exported_boxes_equal_eager_boxes(name, tmp_path):
         exported = load_exported(result["path"])
         for image in inputs:
             with torch.no_grad():
-                boxes, scores, classes = (t.numpy() for t in detect(predictor.model, [{"image": image}]))
+                boxes, scores, classes = (t.numpy() for t in unscaled_detections(predictor.model, [{"image": image}]))
             out_boxes, out_scores, out_classes = exported(image)
             assert len(boxes) == 20 and out_boxes.shape == boxes.shape, fmt
             np.testing.assert_allclose(out_boxes, boxes, atol=1e-4, err_msg=fmt)

@@ -26,7 +26,7 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
-from tools.analysis import nms_sweep, plots, proposals, sensitivity, statistics  # noqa: E402
+from tools.analysis import iou_statistics, nms_sweep, plots, proposals, sensitivity  # noqa: E402
 from train_net import argument_parser, check_weights_for_eval, setup  # noqa: E402  (the config handling of training)
 
 logger = logging.getLogger("analyze")
@@ -200,11 +200,11 @@ def run_proposals(args):
     class_names = MetadataCatalog.get(dataset).thing_classes
     class_ap = None
     if args.class_ap:
-        class_ap = statistics.class_ap_from_file(args.class_ap, class_names)
+        class_ap = iou_statistics.class_ap_from_file(args.class_ap, class_names)
     elif not args.no_difficulty:
         logger.info("Evaluating the model for the per-class AP of the difficulty groups")
         class_ap = proposals.evaluate_class_ap(model, cfg, dataset, dicts)
-    summary = statistics.summarize(records, class_ap)
+    summary = iou_statistics.summarize(records, class_ap)
     summary["model"] = {
         "config_file": args.config_file,
         "weights": cfg.MODEL.WEIGHTS,
@@ -220,8 +220,8 @@ def run_proposals(args):
             k: [class_names[c] for c in v] for k, v in summary["difficulty_classes"].items()
         }
     out = args.output_dir
-    statistics.write_json(summary, os.path.join(out, "proposals.json"))
-    statistics.write_csv(
+    iou_statistics.write_json(summary, os.path.join(out, "proposals.json"))
+    iou_statistics.write_csv(
         summary, os.path.join(out, "proposals_bins.csv"), os.path.join(out, "proposals_summary.csv")
     )
     label = args.label or os.path.splitext(os.path.basename(args.config_file))[0]
@@ -270,7 +270,7 @@ def _write_sensitivity(results, kind, out, title):
             + f" -> {path}"
         )
     path = os.path.join(out, f"{kind}_sensitivity.json")
-    statistics.write_json(results, path)
+    iou_statistics.write_json(results, path)
     print(f"Wrote {path}")
 
 

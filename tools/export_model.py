@@ -58,7 +58,7 @@ def model_input(predictor, image_bgr):
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1)).to(predictor.cfg.MODEL.DEVICE)
 
 
-def detect(model, inputs):
+def unscaled_detections(model, inputs):
     """GeneralizedRCNN inference without the resize back to the original image size."""
     instances = model.inference(inputs, do_postprocess=False)[0]
     return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
@@ -69,7 +69,7 @@ def project_len_patched():
     """Detectron2's own fix for tracing, applied to this project's modules too: builtin len()
     turns a traced size into a constant, so the graph would only work for inputs with as many
     proposals as the sample; Tensor.__len__ keeps the size traced."""
-    modules = [m for m in sys.modules if m.split(".")[0] in ("double_head", "decoupled_rcnn")]
+    modules = [m for m in sys.modules if m.split(".")[0] in ("detcommon", "double_head", "decoupled_rcnn")]
     with patch_builtin_len(modules):
         yield
 
@@ -114,7 +114,7 @@ def max_box_difference(model, exported, image):
     """Largest |box coordinate difference| between eager and exported detections on `image`,
     inf when they do not detect as many boxes or not the same classes."""
     with torch.no_grad():
-        boxes, _, classes = (t.cpu().numpy() for t in detect(model, [{"image": image}]))
+        boxes, _, classes = (t.cpu().numpy() for t in unscaled_detections(model, [{"image": image}]))
     out_boxes, _, out_classes = exported(image)
     if out_boxes.shape != boxes.shape or not np.array_equal(out_classes, classes):
         return float("inf")
@@ -139,7 +139,7 @@ def main(argv=None):
     # A second input of another size, with fewer proposals: the graph must not have kept the
     # sample's sizes as constants.
     crop = image[:, : image.shape[1] // 2, : image.shape[2] // 2].contiguous()
-    adapter = TracingAdapter(predictor.model, [{"image": image}], detect).eval()
+    adapter = TracingAdapter(predictor.model, [{"image": image}], unscaled_detections).eval()
 
     os.makedirs(args.output, exist_ok=True)
     results = {}

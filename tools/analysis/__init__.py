@@ -5,7 +5,7 @@ command line.
 
 - :mod:`.heads`: runs each box head of a model on given boxes (class scores, regressed boxes).
 - :mod:`.proposals`: sliding-window proposals around ground-truth boxes, run through every
-  head (Double-Head's Sec. 3.1, Fig. 2, 3, 7); :mod:`.statistics`: their per-bin statistics,
+  head (Double-Head's Sec. 3.1, Fig. 2, 3, 7); :mod:`.iou_statistics`: their per-bin statistics,
   correlations and groups, as JSON and CSV.
 - :mod:`.sensitivity`: spatial correlation of the fc-head's weights (Fig. 4) and of the
   conv-head's output feature maps (Appendix Fig. 8).

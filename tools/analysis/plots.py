@@ -40,7 +40,7 @@ def plot_proposal_curves(
     regression). One group: the two panels side by side; several: a column per group.
 
     Args:
-        summaries: model label -> :func:`..statistics.summarize` result; with one model the
+        summaries: model label -> :func:`..iou_statistics.summarize` result; with one model the
             curves are named by head, else by "label head".
         groups: keys of summary["groups"], one column each.
     """

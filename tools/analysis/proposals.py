@@ -4,7 +4,7 @@ Sliding-window proposal analysis of Double-Head (Wu et al., Sec. 3.1, Fig. 2, 3,
 Around every ground-truth box of an evaluation set, windows shifted and scaled from it are drawn
 so that their IoUs with it fill `num_bins` equal IoU bins between 0 and 1 evenly. Each head of a
 trained model then scores every window for the box's class and regresses it with that class's
-deltas; :mod:`.statistics` turns these into per-bin curves and correlations.
+deltas; :mod:`.iou_statistics` turns these into per-bin curves and correlations.
 """
 
 import functools
