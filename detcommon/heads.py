@@ -1,7 +1,15 @@
-"""Per-head predictions for the analysis tools, and class-box selection, one protocol for every
+"""
+Per-head predictions for the analysis tools, and class-box selection, one protocol for every
 RoI-heads class.
 
-Shape shorthand: R boxes (of one image), K foreground classes, C channels, P pooled size.
+Shape shorthand:
+
+    R: number of RoIs (boxes) a function is given; in :func:`predict_per_head`, those of one
+       image
+    K: number of foreground classes; a classifier has K + 1 outputs, the last for background
+    C: number of feature channels
+    P: the pooler's output resolution: pooled RoI features are P x P
+    D: length of the feature vector a box head outputs per RoI
 
 A project's RoI-heads class implements
     named_box_heads() -> {name: box head}                      pooled (R, C, P, P) -> (R, D)
@@ -80,12 +88,13 @@ def predict_per_head(
     Every head of `roi_heads` on the boxes of one image.
 
     Args:
-        features: the pooler's feature maps (`roi_heads.box_in_features`), batch of 1.
-        proposals: one Instances with "proposal_boxes" (R boxes).
-        classes: (R,) class in [0, K) each box is asked about.
+        features (list[Tensor]): the pooler's feature maps (`roi_heads.box_in_features`),
+            batch of 1.
+        proposals (list[Instances]): one Instances with "proposal_boxes" (R boxes).
+        classes (Tensor): (R,) class in [0, K) each box is asked about.
 
     Returns:
-        head name -> HeadOutput (boxes not clipped).
+        dict[str, HeadOutput]: head name -> HeadOutput (boxes not clipped).
     """
     _check_supported(roi_heads)
     if hasattr(roi_heads, "predict_per_head"):

@@ -1,6 +1,11 @@
-"""RoI pooling from enlarged boxes, on the FPN level of the original box.
+"""
+RoI pooling from enlarged boxes, on the FPN level of the original box.
 
-Shape shorthand: R = boxes of the batch, C = channels, P = output resolution.
+Shape shorthand:
+
+    R: number of RoIs (boxes) of the batch, all images together
+    C: number of feature channels
+    P: the pooler's output resolution: pooled RoI features are P x P
 """
 from typing import List
 
@@ -38,7 +43,7 @@ class EnlargedROIPooler(ROIPooler):
         """
         Args:
             args, kwargs: as for :class:`ROIPooler`.
-            scale: enlargement factor of every box about its centre, > 0.
+            scale (float): enlargement factor of every box about its centre, > 0.
         """
         super().__init__(*args, **kwargs)
         if not scale > 0:

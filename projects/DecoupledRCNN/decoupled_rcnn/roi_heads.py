@@ -1,4 +1,15 @@
-"""ROI heads of Decoupled R-CNN: an unshared classifier and a cascaded, positive-only regressor."""
+"""
+ROI heads of Decoupled R-CNN: an unshared classifier and a cascaded, positive-only regressor.
+
+Shape shorthand:
+
+    R: number of RoIs (boxes) of the batch, all images together
+    Ri: number of RoIs of image i
+    K: number of foreground classes; the classifier has K + 1 outputs, the last for background
+    C: number of feature channels
+    P: the pooler's output resolution: pooled RoI features are P x P
+    S: number of regression stages (the cascade's length)
+"""
 
 from typing import Dict, List, Optional
 
@@ -32,7 +43,7 @@ class DecoupledROIHeads(StandardROIHeads):
     """
     The box head of Decoupled R-CNN (Wang et al.), with cascaded regression.
 
-    * Classification: ``box_head`` (trunk) and ``box_predictor`` ((K+1)-way linear layer),
+    * Classification: ``box_head`` (trunk) and ``box_predictor`` ((K + 1)-way linear layer),
       trained on ``batch_size_per_image`` RoIs at ``positive_fraction`` from the RPN's
       classification proposals plus ground truth. It is never cascaded.
     * Regression: stage k = 1..S has its own trunk ``reg_heads[k-1]`` and linear layer
@@ -75,7 +86,7 @@ class DecoupledROIHeads(StandardROIHeads):
             reg_heads (list[nn.Module]): per stage, the regression trunk on pooled RoI features;
                 the first may be ``box_head`` itself (shared-FC ablation).
             reg_predictors (list[nn.Module]): per stage, maps the trunk's features to deltas,
-                (R, K*4) class-specific or (R, 4) class-agnostic.
+                (R, 4K) class-specific or (R, 4) class-agnostic.
             reg_box2box_transforms (list[Box2BoxTransform]): per stage, the delta encoding.
             reg_batch_size_per_image (int): most positive RoIs per image and stage.
             reg_loss_weights (list[float]): per stage, the weight of its regression loss
@@ -96,10 +107,11 @@ class DecoupledROIHeads(StandardROIHeads):
             fast_path (bool): at inference, regress only the proposals whose best foreground
                 score reaches ``test_score_thresh``: the others cannot be detected, since the
                 scores come from the classifier alone, so the detections are unchanged.
-            test_score_thresh, test_nms_thresh, test_topk_per_image: as in
-                :func:`fast_rcnn_inference`.
+            test_score_thresh (float): as in :func:`fast_rcnn_inference`.
+            test_nms_thresh (float): as in :func:`fast_rcnn_inference`.
+            test_topk_per_image (int): as in :func:`fast_rcnn_inference`.
             kwargs: arguments of :class:`StandardROIHeads`; its ``box_head`` and
-                ``box_predictor`` are the classifier's trunk and (K+1)-way linear layer.
+                ``box_predictor`` are the classifier's trunk and (K + 1)-way linear layer.
         """
         super().__init__(**kwargs)
         num_stages = len(reg_heads)
@@ -217,7 +229,7 @@ class DecoupledROIHeads(StandardROIHeads):
         return cls_proposals, losses
 
     def _classify(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(R, C, H, W) pooled features -> (R, K+1) class logits."""
+        """(R, C, P, P) pooled features -> (R, K + 1) class logits."""
         return self.box_predictor(torch.flatten(self.box_head(pooled), 1))
 
     def _regress(
@@ -225,7 +237,7 @@ class DecoupledROIHeads(StandardROIHeads):
     ) -> torch.Tensor:
         """
         Args:
-            pooled (Tensor): (R, C, H, W) features of the RoIs.
+            pooled (Tensor): (R, C, P, P) features of the RoIs.
             stage (int): 0-based regression stage.
             classes (Tensor or None): (R,) class in [0, K) whose deltas a class-specific stage
                 returns; None: the deltas of every class.
@@ -273,7 +285,7 @@ class DecoupledROIHeads(StandardROIHeads):
         Args:
             features (list[Tensor]): the pooler's feature maps.
             proposals (list[Instances]): per image, boxes as "proposal_boxes" (R in all).
-            pooled (Tensor): (R, C, H, W) ``box_pooler`` features of those boxes, used by stage 1
+            pooled (Tensor): (R, C, P, P) ``box_pooler`` features of those boxes, used by stage 1
                 unless it has its own ``reg_pooler``.
             classes (Tensor): (R,) class in [0, K) of each box.
 
@@ -322,8 +334,10 @@ class DecoupledROIHeads(StandardROIHeads):
         Test boxes as ``test_class_boxes`` says.
 
         Args:
-            features, proposals, pooled: as in :meth:`regress_stages`.
-            scores (Tensor): (R, K+1) classifier probabilities of the proposals.
+            features (list[Tensor]): as in :meth:`regress_stages`.
+            proposals (list[Instances]): as in :meth:`regress_stages`.
+            pooled (Tensor): as in :meth:`regress_stages`.
+            scores (Tensor): (R, K + 1) classifier probabilities of the proposals.
 
         Returns:
             list[Tensor]: per image, (Ri, 4K) boxes of every class ("per_class"; (Ri, 4) for a
@@ -360,7 +374,7 @@ class DecoupledROIHeads(StandardROIHeads):
             targets (list[Instances]): per image, the ground truth.
 
         Returns:
-            dict: "loss_box_reg_s{k}" for k = 1..S, weighted, normalised as
+            dict[str, Tensor]: "loss_box_reg_s{k}" for k = 1..S, weighted, normalised as
             ``reg_loss_normalizer`` says; exactly zero for a stage without any sampled RoI.
         """
         losses = {}

@@ -1,4 +1,13 @@
-"""RPN of Decoupled R-CNN: one RPN pass, two NMS thresholds (decoupled sampling strategy)."""
+"""
+RPN of Decoupled R-CNN: one RPN pass, two NMS thresholds (decoupled sampling strategy).
+
+Shape shorthand:
+
+    N: number of images in the batch
+    Hi x Wi: height and width of feature level i
+    A: number of anchors at each location of a feature level
+    ki: number of candidates kept at level i, min(k, Hi*Wi*A)
+"""
 
 from typing import List, Tuple
 
@@ -88,8 +97,8 @@ def _top_candidates_per_level(
         k (int): candidates kept per level and image.
 
     Returns:
-        The same lists restricted to the top-k of each level, (N, ki, 4) and (N, ki),
-        sorted by decreasing logit.
+        tuple[list[Tensor], list[Tensor]]: the same lists restricted to the top-k of each
+        level, (N, ki, 4) and (N, ki), sorted by decreasing logit.
     """
     top_boxes, top_logits = [], []
     for boxes_i, logits_i in zip(boxes, logits):
@@ -117,8 +126,8 @@ def split_decoupled_proposals(
         proposals (list[Instances]): per image, both sets with the "for_regression" field.
 
     Returns:
-        list[Instances], list[Instances]: per image ``Proposals_cls`` and ``Proposals_reg``,
-        each with the fields "proposal_boxes" and "objectness_logits".
+        tuple[list[Instances], list[Instances]]: per image ``Proposals_cls`` and
+        ``Proposals_reg``, each with the fields "proposal_boxes" and "objectness_logits".
     """
     if proposals and not proposals[0].has(REG_SET_FIELD):
         raise ValueError(

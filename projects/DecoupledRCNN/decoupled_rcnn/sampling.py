@@ -1,4 +1,11 @@
-"""Positive-only RoI sampling of Decoupled R-CNN's regression branch."""
+"""
+Positive-only RoI sampling of Decoupled R-CNN's regression branch.
+
+Shape shorthand:
+
+    Ri: number of proposals of image i
+    Mi: number of positives kept in image i, at most ``batch_size_per_image``
+"""
 
 from typing import List
 
@@ -35,8 +42,8 @@ def sample_regression_proposals(
         stage (int): regression stage, 1-based, for the logged sample count.
 
     Returns:
-        list[Instances]: per image, Si <= batch_size_per_image positives with fields
-        "proposal_boxes", "gt_boxes" (Si, 4) and "gt_classes" (Si,).
+        list[Instances]: per image, Mi <= batch_size_per_image positives with fields
+        "proposal_boxes", "gt_boxes" (Mi, 4) and "gt_classes" (Mi,).
     """
     sampled = []
     for proposals_i, targets_i in zip(proposals, targets):

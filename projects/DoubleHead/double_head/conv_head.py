@@ -1,4 +1,14 @@
-"""The conv-head of Double-Head (Fig. 5): residual blocks with non-local blocks on a 7x7 RoI."""
+"""
+The conv-head of Double-Head (Fig. 5): residual blocks with non-local blocks on a 7x7 RoI.
+
+Shape shorthand:
+
+    R: number of RoIs (boxes) of the batch, all images together
+    C: number of feature channels; C_in and C_out at a block's input and output
+    P: the pooler's output resolution: the RoI features are P x P (7 x 7 here), and every
+       block keeps that size
+    D: length of the feature vector a box head outputs per RoI (here `conv_dim`)
+"""
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -25,7 +35,7 @@ class UpChannelBlock(CNNBlockBase):
     """
     Residual block of Fig. 5a that raises the channel count: a 3x3 conv (inner channels) and a
     1x1 conv (out channels) on the main path, a 1x1 conv on the shortcut, each followed by norm.
-    (R, C_in, H, W) -> (R, C_out, H, W).
+    (R, C_in, P, P) -> (R, C_out, P, P).
     """
 
     def __init__(self, in_channels, out_channels, *, bottleneck_channels, norm="BN"):
@@ -59,11 +69,11 @@ class UpChannelBlock(CNNBlockBase):
 class NonLocalBlock(CNNBlockBase):
     """
     Grouped non-local block of Fig. 5c. theta, phi and g are 1x1 convs to `inner_channels`,
-    split into `num_groups` groups; in each group every position gathers g over all N = H*W
-    positions, weighted by the dot product theta_i . phi_j divided by N (no softmax). A 1x1 conv
+    split into `num_groups` groups; in each group every position gathers g over all P*P
+    positions, weighted by the dot product theta_i . phi_j divided by P*P (no softmax). A 1x1 conv
     back to `channels` and a norm, initialised as `init` says (see :data:`NONLOCAL_INITS`), make
     the block an identity at initialisation; it ends with a residual add and a ReLU.
-    (R, C, H, W) -> (R, C, H, W).
+    (R, C, P, P) -> (R, C, P, P).
     """
 
     def __init__(self, channels, *, inner_channels, num_groups=4, norm="BN", init="zero_conv"):
@@ -97,11 +107,11 @@ class NonLocalBlock(CNNBlockBase):
 
     def forward(self, x):
         h, w = x.shape[2:]
-        # (R, groups, inner channels per group, N); no -1 over R, which may be 0
+        # (R, groups, inner channels per group, P*P); no -1 over R, which may be 0
         theta = self.theta(x).unflatten(1, (self.num_groups, -1)).flatten(3)
         phi = self.phi(x).unflatten(1, (self.num_groups, -1)).flatten(3)
         g = self.g(x).unflatten(1, (self.num_groups, -1)).flatten(3)
-        affinity = torch.matmul(theta.transpose(2, 3), phi) / (h * w)  # (R, groups, N, N)
+        affinity = torch.matmul(theta.transpose(2, 3), phi) / (h * w)  # (R, groups, P*P, P*P)
         y = torch.matmul(g, affinity.transpose(2, 3))  # y[..., i] = sum_j affinity[i, j] g[..., j]
         y = self.out(y.flatten(1, 2).unflatten(2, (h, w)))
         return F.relu_(x + y)
@@ -112,7 +122,7 @@ class DoubleHeadConvHead(nn.Sequential):
     """
     The conv-head of Double-Head: an up-channel residual block, then bottleneck blocks, each of
     the first `num_nonlocal` of them preceded by a non-local block, then average pooling.
-    (R, C_in, H, W) -> (R, conv_dim).
+    (R, C_in, P, P) -> (R, D), D = `conv_dim`.
     """
 
     analysis_name = "conv"  # its name in detcommon.heads when it is a StandardROIHeads' box head
@@ -133,16 +143,18 @@ class DoubleHeadConvHead(nn.Sequential):
     ):
         """
         Args:
-            input_shape: shape of the pooled RoI features.
-            conv_dim: channels after the up-channel block, of every later block, and of the output.
-            bottleneck_dim: inner channels of the up-channel block and of each bottleneck.
-            num_bottlenecks: number of bottleneck blocks after the up-channel block.
-            num_nonlocal: number of non-local blocks, one in front of each of the first
+            input_shape (ShapeSpec): shape of the pooled RoI features, C_in x P x P.
+            conv_dim (int): channels after the up-channel block, of every later block, and of
+                the output (D).
+            bottleneck_dim (int): inner channels of the up-channel block and of each bottleneck.
+            num_bottlenecks (int): number of bottleneck blocks after the up-channel block.
+            num_nonlocal (int): number of non-local blocks, one in front of each of the first
                 `num_nonlocal` bottlenecks; at most `num_bottlenecks`.
-            nonlocal_dim, nonlocal_groups: inner channels and groups of the non-local blocks.
-            nonlocal_init: how the non-local blocks start as identities, a key of
+            nonlocal_dim (int): inner channels of the non-local blocks.
+            nonlocal_groups (int): groups of the non-local blocks.
+            nonlocal_init (str): how the non-local blocks start as identities, a key of
                 :data:`NONLOCAL_INITS`.
-            norm: normalization after every conv (see :func:`detectron2.layers.get_norm`).
+            norm (str): normalization after every conv (see :func:`detectron2.layers.get_norm`).
         """
         super().__init__()
         if not 0 <= num_nonlocal <= num_bottlenecks:

@@ -1,6 +1,10 @@
 """
 Evaluation of several Double-Head inference modes in one pass over a dataset (Fig. 6): backbone,
 RPN and both heads run once per image, and each mode's detections go to an evaluator of its own.
+
+Shape shorthand:
+
+    N: number of images in a batch (of the model's inputs and of its outputs)
 """
 
 import logging
@@ -22,8 +26,8 @@ logger = logging.getLogger(__name__)
 class MultiModeInference(nn.Module):
     """
     Wraps a GeneralizedRCNN whose RoI heads are :class:`DoubleHeadROIHeads`. Its forward takes
-    the model's inputs and returns, per image, {"instances_by_mode": {mode: Instances}}, each
-    Instances in the input image's size, as the model's own outputs are.
+    the model's N inputs and returns, per image (N in all), {"instances_by_mode": {mode:
+    Instances}}, each Instances in the input image's size, as the model's own outputs are.
     """
 
     def __init__(self, model: nn.Module, modes: Sequence[str]):
@@ -64,10 +68,11 @@ class MultiModeEvaluator(DatasetEvaluator):
     def __init__(self, build_evaluator: Callable[[str], DatasetEvaluator], modes: Sequence[str]):
         """
         Args:
-            build_evaluator: mode -> evaluator of the usual {"instances": Instances} outputs.
-                Called at the first :meth:`reset`, once the test data loader exists: a
-                COCOEvaluator reads the dataset's json file as it is built.
-            modes: the modes to evaluate.
+            build_evaluator (Callable[[str], DatasetEvaluator]): mode -> evaluator of the usual
+                {"instances": Instances} outputs. Called at the first :meth:`reset`, once the
+                test data loader exists: a COCOEvaluator reads the dataset's json file as it is
+                built.
+            modes (Sequence[str]): the modes to evaluate.
         """
         self._build_evaluator = build_evaluator
         self._modes = list(modes)
@@ -102,7 +107,7 @@ def multi_mode_evaluation(
     every mode of MODEL.DOUBLE_HEAD.EVAL_MODES on every dataset of DATASETS.TEST.
 
     Args:
-        build_evaluator: (cfg, dataset_name, output_folder) -> evaluator, e.g.
+        build_evaluator (Callable): (cfg, dataset_name, output_folder) -> evaluator, e.g.
             `Trainer.build_evaluator`; each mode writes to OUTPUT_DIR/inference/<dataset>/<mode>.
     """
     modes = cfg.MODEL.DOUBLE_HEAD.EVAL_MODES

@@ -5,6 +5,15 @@ inference modes of Fig. 6.
 The two branches are called "fc" (focused on classification) and "conv" (focused on box
 regression) after the heads the paper gives them; MODEL.DOUBLE_HEAD.CLS_HEAD_NAME and
 REG_HEAD_NAME choose the box head of each, which is how the ablations of Table 1 swap them.
+
+Shape shorthand:
+
+    R: number of RoIs (boxes) of the batch, all images together
+    Ri: number of RoIs of image i
+    K: number of foreground classes; a classifier has K + 1 outputs, the last for background
+    C: number of feature channels
+    P: the pooler's output resolution: pooled RoI features are P x P
+    D: length of the feature vector a box head outputs per RoI
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -62,6 +71,7 @@ def loss_term_weights(cfg) -> Dict[str, Dict[str, float]]:
     Weights of the four loss terms (Eq. 1-3) from MODEL.DOUBLE_HEAD, after checking the keys.
 
     Returns:
+        dict[str, dict[str, float]]:
         {"fc": {"loss_cls": w_fc * lambda_fc, "loss_box_reg": w_fc * (1 - lambda_fc)},
          "conv": {"loss_cls": w_conv * (1 - lambda_conv), "loss_box_reg": w_conv * lambda_conv}}
     """
@@ -122,10 +132,11 @@ class DoubleHeadOutputLayers(FastRCNNOutputLayers):
     def __init__(self, input_shape, *, branch: str, loss_weight: Dict[str, float], **kwargs):
         """
         Args:
-            branch: "fc" or "conv", the suffix of the loss names.
-            loss_weight: {"loss_cls": weight, "loss_box_reg": weight}, see
+            input_shape (ShapeSpec): as for :class:`FastRCNNOutputLayers`.
+            branch (str): "fc" or "conv", the suffix of the loss names.
+            loss_weight (dict[str, float]): {"loss_cls": weight, "loss_box_reg": weight}, see
                 :func:`loss_term_weights`; a weight of 0 removes the layer and its loss.
-            input_shape, kwargs: as for :class:`FastRCNNOutputLayers`.
+            kwargs: as for :class:`FastRCNNOutputLayers`.
         """
         super().__init__(input_shape, loss_weight=loss_weight, **kwargs)
         self.branch = branch
@@ -144,10 +155,11 @@ class DoubleHeadOutputLayers(FastRCNNOutputLayers):
     def forward(self, x) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """
         Args:
-            x: per-RoI features, (R, D) or (R, C, H, W).
+            x (Tensor): per-RoI features, (R, D) or (R, C, P, P).
 
         Returns:
-            scores (R, K + 1) and deltas (R, 4K); None for a layer that is not built.
+            tuple[Tensor or None, Tensor or None]: scores (R, K + 1) and deltas (R, 4K); None
+            for a layer that is not built.
         """
         x = torch.flatten(x, start_dim=1)
         scores = self.cls_score(x) if self.cls_score is not None else None
@@ -157,11 +169,12 @@ class DoubleHeadOutputLayers(FastRCNNOutputLayers):
     def losses(self, predictions, proposals: List[Instances]) -> Dict[str, torch.Tensor]:
         """
         Args:
-            predictions: return value of :meth:`forward`.
-            proposals: the sampled proposals with "proposal_boxes", "gt_classes", "gt_boxes".
+            predictions (tuple[Tensor or None, Tensor or None]): return value of :meth:`forward`.
+            proposals (list[Instances]): the sampled proposals with "proposal_boxes",
+                "gt_classes", "gt_boxes".
 
         Returns:
-            the weighted loss of each built layer.
+            dict[str, Tensor]: the weighted loss of each built layer.
         """
         scores, deltas = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0)
@@ -198,16 +211,19 @@ def detect(
     classifier(s), then per-class NMS as :func:`fast_rcnn_inference` does.
 
     Args:
-        mode: a key of TEST_MODES.
-        predictions: branch -> (scores, deltas) of :meth:`DoubleHeadOutputLayers.forward`; a
-            classifier whose `probs` are given needs no entry.
-        predictors: branch -> its :class:`DoubleHeadOutputLayers`.
-        proposals: per image, the proposals the predictions were made for.
-        fusion: a key of FUSIONS, used when the mode has two classifiers.
-        probs: branch -> per image, its class probabilities (Ri, K + 1), if already computed.
+        mode (str): a key of TEST_MODES.
+        predictions (dict[str, tuple]): branch -> (scores, deltas) of
+            :meth:`DoubleHeadOutputLayers.forward`; a classifier whose `probs` are given needs
+            no entry.
+        predictors (dict[str, DoubleHeadOutputLayers]): branch -> its
+            :class:`DoubleHeadOutputLayers`.
+        proposals (list[Instances]): per image, the proposals the predictions were made for.
+        fusion (str): a key of FUSIONS, used when the mode has two classifiers.
+        probs (dict[str, list[Tensor]] or None): branch -> per image, its class probabilities
+            (Ri, K + 1), if already computed.
 
     Returns:
-        per image, Instances with "pred_boxes", "scores" and "pred_classes".
+        list[Instances]: per image, Instances with "pred_boxes", "scores" and "pred_classes".
     """
     cls_branches, reg_branch = TEST_MODES[mode]
     given = probs or {}

@@ -1,4 +1,14 @@
-"""RoI heads of Double-Head (Wu et al., "Rethinking Classification and Localization", CVPR 2020)."""
+"""
+RoI heads of Double-Head (Wu et al., "Rethinking Classification and Localization", CVPR 2020).
+
+Shape shorthand:
+
+    R: number of RoIs (boxes) of the batch, all images together
+    K: number of foreground classes; a classifier has K + 1 outputs, the last for background
+    C: number of feature channels
+    P: the pooler's output resolution: pooled RoI features are P x P
+    D: length of the feature vector a box head outputs per RoI
+"""
 
 from typing import Dict, List, Optional, Sequence
 
@@ -93,29 +103,35 @@ class DoubleHeadROIHeads(StandardROIHeads):
     ):
         """
         Args:
-            box_in_features, box_pooler: as for :class:`StandardROIHeads`; `box_pooler` pools
-                the fc branch, and the conv branch unless `conv_box_pooler` does.
-            box_heads: branch ("fc" and/or "conv") -> box head, (R, C, H, W) -> (R, D).
-            box_predictors: branch -> its :class:`DoubleHeadOutputLayers`; a branch whose loss
-                weights are both 0 is left out of both dicts.
-            conv_box_pooler: pools the conv branch in the "original_level" pooling: an
-                :class:`EnlargedROIPooler` with scale `conv_roi_scale`. None otherwise, or if
-                `conv_roi_scale` is 1 (both branches then share one pooling).
-            conv_roi_scale: the conv branch pools proposals enlarged by this factor about their
-                centres.
-            conv_roi_pooling: how, a key of :data:`CONV_ROI_POOLINGS`: "original_level" (the
-                authors') or "enlarged_clipped" (`box_pooler` on the enlarged boxes clipped to
-                the image).
-            test_mode: the inference mode of :meth:`forward`, a key of :data:`TEST_MODES`.
-            fusion: how the "fused" mode combines the two classifiers, a key of :data:`FUSIONS`.
-            eval_modes: modes :meth:`predict_modes` may be asked for; checked here like
-                `test_mode`.
-            fast_path: in the "double" mode, run the conv branch only on the proposals whose best
-                foreground fc probability reaches the test score threshold: the proposals below
-                it are never detected, so the detections are those of the full path.
-            fused_prefilter_thresh: if > 0, in the "fused" mode, run the conv branch only on
-                the proposals whose best foreground fc probability reaches it. This drops
-                proposals that fusion would have raised above the score threshold: opt-in.
+            box_in_features (list[str]): as for :class:`StandardROIHeads`.
+            box_pooler (ROIPooler): as for :class:`StandardROIHeads`; it pools the fc branch,
+                and the conv branch unless `conv_box_pooler` does.
+            box_heads (dict[str, nn.Module]): branch ("fc" and/or "conv") -> box head,
+                (R, C, P, P) -> (R, D).
+            box_predictors (dict[str, DoubleHeadOutputLayers]): branch -> its
+                :class:`DoubleHeadOutputLayers`; a branch whose loss weights are both 0 is left
+                out of both dicts.
+            conv_box_pooler (EnlargedROIPooler or None): pools the conv branch in the
+                "original_level" pooling: an :class:`EnlargedROIPooler` with scale
+                `conv_roi_scale`. None otherwise, or if `conv_roi_scale` is 1 (both branches
+                then share one pooling).
+            conv_roi_scale (float): the conv branch pools proposals enlarged by this factor
+                about their centres.
+            conv_roi_pooling (str): how, a key of :data:`CONV_ROI_POOLINGS`: "original_level"
+                (the authors') or "enlarged_clipped" (`box_pooler` on the enlarged boxes clipped
+                to the image).
+            test_mode (str): the inference mode of :meth:`forward`, a key of :data:`TEST_MODES`.
+            fusion (str): how the "fused" mode combines the two classifiers, a key of
+                :data:`FUSIONS`.
+            eval_modes (Sequence[str]): modes :meth:`predict_modes` may be asked for; checked
+                here like `test_mode`.
+            fast_path (bool): in the "double" mode, run the conv branch only on the proposals
+                whose best foreground fc probability reaches the test score threshold: the
+                proposals below it are never detected, so the detections are those of the full
+                path.
+            fused_prefilter_thresh (float): if > 0, in the "fused" mode, run the conv branch
+                only on the proposals whose best foreground fc probability reaches it. This
+                drops proposals that fusion would have raised above the score threshold: opt-in.
             kwargs: the other arguments of :class:`StandardROIHeads`.
         """
         super().__init__(
@@ -227,8 +243,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
     ) -> torch.Tensor:
         """
         Returns:
-            (R, C, P, P) features of the R proposals of the batch, pooled as `pooling` says
-            (see :meth:`_pooling`).
+            Tensor: (R, C, P, P) features of the R proposals of the batch, pooled as `pooling`
+            says (see :meth:`_pooling`).
         """
         boxes = [p.proposal_boxes for p in proposals]
         if pooling == "proposals":
@@ -278,7 +294,7 @@ class DoubleHeadROIHeads(StandardROIHeads):
         self.fused_prefilter_thresh = 0.0
 
     def _predict(self, branch: str, pooled: torch.Tensor) -> tuple:
-        """(R, C, H, W) RoI features -> the branch's (scores (R, K + 1), deltas (R, 4K))."""
+        """(R, C, P, P) RoI features -> the branch's (scores (R, K + 1), deltas (R, 4K))."""
         return self.box_predictors[branch](self.box_heads[branch](pooled))
 
     def _predict_branches(
@@ -291,7 +307,7 @@ class DoubleHeadROIHeads(StandardROIHeads):
         Run each branch of `branches` (default: all) once on the proposals.
 
         Returns:
-            branch -> (scores (R, K + 1) or None, deltas (R, 4K) or None).
+            dict[str, tuple]: branch -> (scores (R, K + 1) or None, deltas (R, 4K) or None).
         """
         pooled = {}  # pooling -> features (R, C, P, P): pooled once when the branches agree
         predictions = {}
@@ -317,7 +333,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
     def _inference(self, features: List[torch.Tensor], proposals: List[Instances]):
         """
         Returns:
-            the detections of `self.test_mode`, per image, from the branches the mode uses.
+            list[Instances]: the detections of `self.test_mode`, per image, from the branches
+            the mode uses.
         """
         cls_branches, reg_branch = TEST_MODES[self.test_mode]
         thresh = self._conv_prefilter_thresh()
@@ -344,8 +361,8 @@ class DoubleHeadROIHeads(StandardROIHeads):
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """
         Returns:
-            In training, the weighted losses of both branches.
-            In inference, the detections of `self.test_mode`, per image.
+            dict[str, Tensor] or list[Instances]: in training, the weighted losses of both
+            branches; in inference, the detections of `self.test_mode`, per image.
         """
         features = [features[f] for f in self.box_in_features]
         if not self.training:
@@ -363,11 +380,14 @@ class DoubleHeadROIHeads(StandardROIHeads):
         Detections of several inference modes from one run of each branch (inference only).
 
         Args:
-            features, proposals: as for :meth:`forward`.
-            modes: keys of :data:`TEST_MODES`, each checked at build time (`eval_modes`) or here.
+            features (dict[str, Tensor]): as for :meth:`forward`.
+            proposals (list[Instances]): as for :meth:`forward`.
+            modes (Sequence[str]): keys of :data:`TEST_MODES`, each checked at build time
+                (`eval_modes`) or here.
 
         Returns:
-            mode -> per-image detections, completed by the mask/keypoint heads if any.
+            dict[str, list[Instances]]: mode -> per-image detections, completed by the
+            mask/keypoint heads if any.
         """
         assert not self.training
         weights = {branch: p.loss_weight for branch, p in self.box_predictors.items()}
