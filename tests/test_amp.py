@@ -98,10 +98,19 @@ def test_bfloat16_training_step_and_inference(model_name, images):
             assert best.min() > 0.9, (model_name, int(c), float(best.min()))
 
 
-def test_amp_training_on_the_cpu_is_refused_before_anything_is_built(tmp_path):
-    code, log = run_train_net(
-        "--config-file", "configs/shapes/dh_ext.yaml", *TINY_OPTS, "SOLVER.AMP.ENABLED", "True", "OUTPUT_DIR", str(tmp_path)
-    )  # fmt: skip
-    assert code != 0
-    assert "SOLVER.AMP.ENABLED True needs CUDA" in log and "Set SOLVER.AMP.ENABLED False" in log
+@pytest.mark.parametrize(
+    "config, opts, refused, fix",
+    [
+        ("configs/shapes/dh_ext.yaml", [*TINY_OPTS, "SOLVER.AMP.ENABLED", "True", "OUTPUT_DIR"],
+         "SOLVER.AMP.ENABLED True needs CUDA", "Set SOLVER.AMP.ENABLED False"),
+        ("configs/lazy/shapes/dh_ext.py", ["train.amp.enabled=True", "train.output_dir="],
+         "train.amp.enabled=True needs CUDA", "Set train.amp.enabled=False"),
+    ],
+    ids=["yaml", "lazy"],
+)  # fmt: skip
+def test_amp_training_on_the_cpu_is_refused_before_anything_is_built(tmp_path, config, opts, refused, fix):
+    *opts, output = opts
+    output = [output, str(tmp_path)] if output == "OUTPUT_DIR" else [f"{output}{tmp_path}"]
+    code, log = run_train_net("--config-file", config, *opts, *output)
+    assert code != 0 and refused in log and fix in log, log[-2000:]
     assert "Starting training" not in log and not (tmp_path / "model_0000001.pth").exists()

@@ -1,4 +1,4 @@
-"""tools/analysis and tools/analyze.py on tiny untrained models of every kind of RoI heads."""
+"""detcommon/analysis and tools/analyze.py on tiny untrained models of every kind of RoI heads."""
 
 import json
 import os
@@ -14,9 +14,9 @@ from detectron2.modeling import build_model
 from conftest import TINY_OPTS
 from test_analysis_stats import _decodes_and_not_blank
 from tools import analyze
-from tools.analysis.heads import fc_heads, predict_heads
-from tools.analysis.proposals import NUM_BINS, collect_proposal_records, iou_bins
-from train_net import argument_parser, setup
+from detcommon.analysis.heads import fc_heads, predict_heads
+from detcommon.analysis.proposals import NUM_BINS, collect_proposal_records, iou_bins
+from detcommon.train import argument_parser, setup
 
 torch.set_num_threads(1)
 

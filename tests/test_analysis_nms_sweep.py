@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tools import analyze
-from tools.analysis import nms_sweep
+from decoupled_rcnn import nms_sweep
 
 
 def _finish(run_dir, ap):

@@ -1,4 +1,4 @@
-"""tools/analysis without a model: sliding windows, per-bin statistics, Pearson, groups, files,
+"""detcommon/analysis without a model: sliding windows, per-bin statistics, Pearson, groups, files,
 figures."""
 
 import csv
@@ -11,8 +11,8 @@ import torch
 
 from detectron2.structures import Boxes, pairwise_iou
 
-from tools.analysis import iou_statistics, plots, sensitivity
-from tools.analysis.proposals import NUM_BINS, ProposalRecords, iou_bins, sliding_window_proposals
+from detcommon.analysis import iou_statistics, plots, sensitivity
+from detcommon.analysis.proposals import NUM_BINS, ProposalRecords, iou_bins, sliding_window_proposals
 
 torch.set_num_threads(1)
 

@@ -31,7 +31,7 @@ def _same_weights(a, b):
     ],
 )
 def test_keeps_the_best_of_several_evaluations(tmp_path, mode, values, best_iter, same_as):
-    from train_net import Trainer, argument_parser, setup
+    from detcommon.train import Trainer, argument_parser, setup
 
     values = list(values)
 

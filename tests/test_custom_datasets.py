@@ -4,7 +4,7 @@ import json
 import pytest
 
 from detcommon.datasets import DatasetFormatError, register_coco_dataset, validate_coco_detection_json
-from train_net import argument_parser, setup
+from detcommon.train import argument_parser, setup
 
 
 def _write_coco(path, **override):

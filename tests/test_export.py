@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 from conftest import TINY_OPTS
 from detcommon.shapes import ensure_shapes
 from tools.export_model import load_exported, main as export_main, model_input, unscaled_detections
-from train_net import argument_parser, setup
+from detcommon.train import argument_parser, setup
 
 # Random weights score every class of every proposal: 20 detections per image. 1000 proposals
 # at most: how many survive the RPN's NMS depends on the image.

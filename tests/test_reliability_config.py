@@ -9,7 +9,7 @@ from detectron2.modeling import build_backbone, build_proposal_generator, build_
 
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import add_common_config
-from detcommon.validation import validate_config
+from detcommon.config import validate_config
 from double_head import add_doublehead_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

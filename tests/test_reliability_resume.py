@@ -170,7 +170,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_nan_loss_stops_training_naming_iteration_and_loss_and_keeps_the_checkpoint(tmp_path):
-    from train_net import Trainer, argument_parser, setup
+    from detcommon.train import Trainer, argument_parser, setup
 
     out = str(tmp_path)
     cfg = setup(argument_parser().parse_args(["--config-file", CONFIG, *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out]))

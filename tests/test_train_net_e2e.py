@@ -81,7 +81,7 @@ def test_default_predictor_returns_boxes(trained, shapes_root):
     from detectron2.engine import DefaultPredictor
 
     from detcommon.shapes import ensure_shapes
-    from train_net import argument_parser, setup
+    from detcommon.train import argument_parser, setup
 
     out, _ = trained
     args = argument_parser().parse_args(

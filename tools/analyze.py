@@ -19,15 +19,14 @@ import sys
 
 import tqdm
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
 
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-
-from tools.analysis import iou_statistics, nms_sweep, plots, proposals, sensitivity  # noqa: E402
-from train_net import argument_parser, check_weights_for_eval, setup  # noqa: E402  (the config handling of training)
+from decoupled_rcnn import nms_sweep
+from detcommon.analysis import iou_statistics, plots, proposals, sensitivity
+from detcommon.config import build_config
+from detcommon.engine import check_weights_for_eval, setup_run
 
 logger = logging.getLogger("analyze")
 
@@ -150,6 +149,7 @@ def build_parser():
 
 
 def _register_args(triples):
+    """[[NAME, JSON, DIR], ...] -> train_net.py's `--dataset NAME JSON DIR ...` arguments."""
     return [x for triple in triples for x in ("--dataset", *triple)]
 
 
@@ -159,19 +159,9 @@ def load_model(args, with_data=True):
     opts = list(args.opts)
     if args.weights:
         opts += ["MODEL.WEIGHTS", args.weights]
-    train_args = argument_parser().parse_args(
-        [
-            "--config-file",
-            args.config_file,
-            *_register_args(args.register_coco),
-            "--eval-only",
-            *opts,
-            "OUTPUT_DIR",
-            args.output_dir,
-        ]
-    )
-    cfg = setup(train_args)
-    check_weights_for_eval(cfg)
+    cfg = build_config(args.config_file, [*opts, "OUTPUT_DIR", args.output_dir], args.register_coco)
+    setup_run(cfg)
+    check_weights_for_eval(cfg.MODEL.WEIGHTS)
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
@@ -288,13 +278,10 @@ def run_conv_sensitivity(args):
 
 
 def run_nms_sweep(args):
-    opts = [*_register_args(args.register_coco), *args.opts]
     # The sweep's config as train_net.py reads it: checks the datasets before any training.
-    cfg = setup(
-        argument_parser().parse_args(
-            ["--config-file", args.config_file, *opts, "OUTPUT_DIR", args.output_dir]
-        )
-    )
+    cfg = build_config(args.config_file, [*args.opts, "OUTPUT_DIR", args.output_dir], args.register_coco)
+    setup_run(cfg)
+    opts = [*_register_args(args.register_coco), *args.opts]  # train_net.py's, for each training
     if cfg.MODEL.PROPOSAL_GENERATOR.NAME != "DecoupledRPN":
         raise ValueError(
             "nms-sweep varies the two RPN NMS thresholds of Decoupled R-CNN, but "

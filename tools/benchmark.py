@@ -58,9 +58,9 @@ from detectron2.utils.analysis import FlopCountAnalysis
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_net import argument_parser, setup  # noqa: E402  (the same config handling as training)
-from detcommon.heads import disable_fast_paths  # noqa: E402
+from detcommon.config import build_config
+from detcommon.engine import setup_run
+from detcommon.heads import disable_fast_paths
 
 # every figure of a result, with its unit; "ratios" has the same keys
 COLUMNS = {
@@ -170,7 +170,7 @@ def _peak_memory_mib(device: str, base_rss: float) -> float:
 
 
 def _setup(job: dict, output_dir: str):
-    """The model's frozen config, through train_net.setup, with the benchmark's sizes."""
+    """The model's frozen config, as train_net.py builds it, with the benchmark's sizes."""
     width, height = job["input_size"]
     path, *overrides = shlex.split(job["config"])
     opts = overrides + job["opts"] + [
@@ -183,7 +183,8 @@ def _setup(job: dict, output_dir: str):
         "INPUT.MAX_SIZE_TRAIN", str(width),
         "MODEL.RPN.POST_NMS_TOPK_TEST", str(job["num_proposals"]),
     ]  # fmt: skip
-    cfg = setup(argument_parser().parse_args(["--config-file", path, *opts]))
+    cfg = build_config(path, opts)
+    setup_run(cfg)
     cfg.defrost()
     cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = max(cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, job["num_proposals"])
     cfg.freeze()

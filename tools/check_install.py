@@ -27,8 +27,18 @@ REQUIRED = {
     "nbclient": "the test suite (runs docs/tutorial.ipynb)",
     "ipykernel": "the test suite (the tutorial's Python kernel)",
 }
-# Packages this checkout provides; each must resolve to a file inside this checkout.
-OWN = ["detcommon", "double_head", "decoupled_rcnn"]
+
+
+def own_packages(problems):
+    """The packages this checkout provides (detcommon and the projects its metadata declares);
+    each must resolve to a file inside this checkout."""
+    try:
+        from detcommon.projects import package_names
+
+        return package_names()
+    except Exception as e:  # not installed, or installed before the projects were declared
+        problems.append(f"the project packages are not registered ({type(e).__name__}: {e})")
+        return ["detcommon"]
 
 
 def main():
@@ -56,7 +66,7 @@ def main():
             problems.append(f"setuptools {setuptools.__version__}: Detectron2 needs setuptools<81")
     except ImportError:
         problems.append("setuptools is missing")
-    for name in OWN:
+    for name in own_packages(problems):
         try:
             path = os.path.realpath(importlib.import_module(name).__file__)
         except Exception as e:

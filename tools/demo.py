@@ -22,8 +22,8 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from detcommon.predictor import BatchPredictor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_net import argument_parser, check_weights_for_eval, setup  # noqa: E402  (the same config handling as training)
+from detcommon.config import build_config
+from detcommon.engine import check_weights_for_eval, setup_run
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -72,13 +72,10 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="demo")
     logger = logging.getLogger("demo")
-    train_args = argument_parser().parse_args(
-        ["--config-file", args.config_file, *args.opts,
-         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", str(args.confidence_threshold),
-         "OUTPUT_DIR", args.output]
-    )
-    cfg = setup(train_args)
-    check_weights_for_eval(cfg)
+    cfg = build_config(args.config_file, [*args.opts, "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                                          str(args.confidence_threshold), "OUTPUT_DIR", args.output])
+    setup_run(cfg)
+    check_weights_for_eval(cfg.MODEL.WEIGHTS)
     predictor = BatchPredictor(cfg, args.batch_size)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     paths = expand_inputs(args.input)

@@ -29,8 +29,9 @@ from detectron2.export import TracingAdapter
 from detectron2.export.torchscript_patch import patch_builtin_len
 from detectron2.utils.logger import setup_logger
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_net import argument_parser, setup  # noqa: E402  (the same config handling as training)
+from detcommon.config import build_config
+from detcommon.engine import setup_run
+from detcommon.projects import package_names
 
 FORMATS = ("torchscript", "onnx")
 # Opset 16 is the first whose RoiAlign has the half-pixel mode of ROIAlignV2 (aligned=True).
@@ -69,7 +70,7 @@ def project_len_patched():
     """Detectron2's own fix for tracing, applied to this project's modules too: builtin len()
     turns a traced size into a constant, so the graph would only work for inputs with as many
     proposals as the sample; Tensor.__len__ keeps the size traced."""
-    modules = [m for m in sys.modules if m.split(".")[0] in ("detcommon", "double_head", "decoupled_rcnn")]
+    modules = [m for m in sys.modules if m.split(".")[0] in package_names()]
     with patch_builtin_len(modules):
         yield
 
@@ -124,8 +125,8 @@ def max_box_difference(model, exported, image):
 def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="export_model")
-    train_args = ["--config-file", args.config_file, *args.opts, "OUTPUT_DIR", args.output]
-    cfg = setup(argument_parser().parse_args(train_args))
+    cfg = build_config(args.config_file, [*args.opts, "OUTPUT_DIR", args.output])
+    setup_run(cfg)
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("tools/export_model.py needs trained weights: --opts MODEL.WEIGHTS path/to/model_final.pth")
     predictor = DefaultPredictor(cfg)

@@ -13,10 +13,9 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from detcommon.reproduce import final_metrics
 
-from detcommon.reproduce import final_metrics  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
 
@@ -55,13 +54,15 @@ def main():
 
 
     from detcommon.shapes import ensure_shapes
-    from tools.demo import main as draw
 
     showcase, showcase_dir = rows[-1][0], os.path.join(args.output_dir, rows[-1][0])
     image = os.path.join(ensure_shapes("shapes_val"), "images", "00000.png")
-    drawn = draw(["--config-file", os.path.join(REPO, "configs", "shapes", f"{showcase}.yaml"),
-                  "--input", image, "--output", os.path.join(args.output_dir, "predictions"),
-                  "--opts", "MODEL.WEIGHTS", os.path.join(showcase_dir, "model_final.pth")])
+    predictions = os.path.join(args.output_dir, "predictions")
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"),
+                    "--config-file", os.path.join(REPO, "configs", "shapes", f"{showcase}.yaml"),
+                    "--input", image, "--output", predictions,
+                    "--opts", "MODEL.WEIGHTS", os.path.join(showcase_dir, "model_final.pth")], check=True)
+    drawn = [os.path.join(predictions, os.path.basename(image))]
 
     table = markdown_table(rows)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:

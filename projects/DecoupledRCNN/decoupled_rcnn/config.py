@@ -3,8 +3,9 @@
 import numbers
 
 from detectron2.config import CfgNode as CN
+from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
 
-__all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config"]
+__all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config", "check_decoupled_rcnn_model"]
 
 # Values of MODEL.DECOUPLED.REG_LOSS_NORMALIZER and MODEL.DECOUPLED.TEST_CLASS_BOXES.
 REG_LOSS_NORMALIZERS = ("fixed", "num_samples")
@@ -159,3 +160,22 @@ def check_decoupled_rcnn_config(cfg):
             f"MODEL.DECOUPLED.REG_HEAD_NAME ({d.REG_HEAD_NAME}) must equal "
             f"MODEL.ROI_BOX_HEAD.NAME ({cfg.MODEL.ROI_BOX_HEAD.NAME})"
         )
+
+
+def check_decoupled_rcnn_model(cfg):
+    """Raises ValueError naming the key when the Decoupled R-CNN modules do not go together or
+    MODEL.DECOUPLED is inconsistent (nothing to check for other models)."""
+    decoupled = cfg.MODEL.ROI_HEADS.NAME == "DecoupledROIHeads"
+    if decoupled != (cfg.MODEL.PROPOSAL_GENERATOR.NAME == "DecoupledRPN"):
+        raise ValueError(
+            "MODEL.ROI_HEADS.NAME 'DecoupledROIHeads' and MODEL.PROPOSAL_GENERATOR.NAME 'DecoupledRPN' "
+            "go together (the heads train on the RPN's two proposal sets), got "
+            f"{cfg.MODEL.ROI_HEADS.NAME!r} and {cfg.MODEL.PROPOSAL_GENERATOR.NAME!r}"
+        )
+    if not decoupled:
+        return
+    name = cfg.MODEL.DECOUPLED.REG_HEAD_NAME
+    if name not in ROI_BOX_HEAD_REGISTRY:
+        allowed = sorted(n for n, _ in ROI_BOX_HEAD_REGISTRY)
+        raise ValueError(f"MODEL.DECOUPLED.REG_HEAD_NAME must be a registered box head, one of {allowed}; got {name!r}")
+    check_decoupled_rcnn_config(cfg)

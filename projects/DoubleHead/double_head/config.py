@@ -1,4 +1,7 @@
 from detectron2.config import CfgNode as CN
+from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
+
+__all__ = ["add_doublehead_config", "check_doublehead_config"]
 
 
 def add_doublehead_config(cfg):
@@ -71,3 +74,15 @@ def add_doublehead_config(cfg):
     _C.MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT = "zero_conv"
     # Normalization after every conv of the head (see detectron2.layers.get_norm).
     _C.MODEL.DOUBLE_HEAD.CONV_HEAD.NORM = "BN"
+
+
+def check_doublehead_config(cfg):
+    """Raises ValueError naming the key when a Double-Head model's branch names no registered box
+    head (the other keys are checked where the heads are built)."""
+    if cfg.MODEL.ROI_HEADS.NAME != "DoubleHeadROIHeads":
+        return
+    for key in ("CLS_HEAD_NAME", "REG_HEAD_NAME"):
+        name = cfg.MODEL.DOUBLE_HEAD[key]
+        if name not in ROI_BOX_HEAD_REGISTRY:
+            allowed = sorted(n for n, _ in ROI_BOX_HEAD_REGISTRY)
+            raise ValueError(f"MODEL.DOUBLE_HEAD.{key} must be a registered box head, one of {allowed}; got {name!r}")

@@ -20,8 +20,7 @@ from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from detcommon.heads import HeadOutput, named_box_heads, predict_per_head
-from double_head import DoubleHeadConvHead
+from ..heads import HeadOutput, named_box_heads, predict_per_head
 
 __all__ = ["HeadOutput", "box_heads", "fc_heads", "conv_heads", "predict_heads", "describe_heads"]
 
@@ -43,12 +42,13 @@ def fc_heads(roi_heads: nn.Module) -> Dict[str, FastRCNNConvFCHead]:
     }
 
 
-def conv_heads(roi_heads: nn.Module) -> Dict[str, DoubleHeadConvHead]:
-    """The model's :class:`DoubleHeadConvHead` heads."""
+def conv_heads(roi_heads: nn.Module) -> Dict[str, nn.Module]:
+    """The model's conv-heads: box heads whose class says `analysis_name = "conv"` (Double-Head's
+    DoubleHeadConvHead) and whose `avgpool` takes their last block's (R, C, H, W) output."""
     return {
         name: head
         for name, head in box_heads(roi_heads).items()
-        if isinstance(head, DoubleHeadConvHead)
+        if getattr(head, "analysis_name", None) == "conv" and hasattr(head, "avgpool")
     }
 
 

@@ -21,7 +21,8 @@ __all__ = ["METRICS", "setting_dir", "sweep_settings", "final_metrics", "run_swe
 
 logger = logging.getLogger(__name__)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The repository of this checkout (projects/DecoupledRCNN/decoupled_rcnn/ -> ../../..): its train_net.py.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 METRICS = ["AP", "AP50", "AP60", "AP70", "AP80", "AP90"]  # the papers' columns
 
 
