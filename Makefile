@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 REPRODUCE_ARGS ?=
 DEMO_DIR ?= output/demo
 
-.PHONY: install install-missing demo results test
+.PHONY: install install-missing demo results lint test
 
 CHECK = $(PYTHON) -W ignore tools/check_install.py --torch $(TORCH_VERSION) --torchvision $(TORCHVISION_VERSION)
 
@@ -37,6 +37,11 @@ demo: install
 # The README's results table: 6 models x 3 seeds on the shapes data (hours on a CPU; resumable).
 results: install
 	$(PYTHON) tools/reproduce.py $(REPRODUCE_ARGS)
+
+# ruff (ruff.toml): the formatter's layout and the linter's rules; `ruff format .` fixes the first.
+lint: install
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
 
 test: install
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

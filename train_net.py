@@ -19,6 +19,7 @@ gloo. A process that dies stops the others within a minute, exit code 75 (docs/R
 SIGTERM or SIGUSR1 during training: a checkpoint of the current iteration, exit code 143; rerun
 with --resume (docs/RELIABILITY.md).
 """
+
 from detcommon.launch import launch
 from detcommon.train import argument_parser, main
 

@@ -1,6 +1,7 @@
 """Pieces every model of this project shares: the embedded shapes dataset, user dataset
 registration, COCO evaluation with the papers' AP columns, the pretrained shapes backbone, and
 trainer helpers."""
+
 from .config import add_common_config
 from .datasets import register_coco_dataset, register_shapes, validate_coco_detection_json
 from .evaluation import PaperCOCOEvaluator

@@ -14,6 +14,7 @@ disk).
 `BestCheckpointer` keeps `model_best.pth`, the weights of the best periodic evaluation, across
 --resume too.
 """
+
 import contextlib
 import glob
 import logging
@@ -23,7 +24,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks
 from detectron2.evaluation.testing import flatten_results_dict
@@ -102,7 +102,9 @@ def _unreadable(filename, error):
     else:
         problem = "is truncated or not a PyTorch/Detectron2 checkpoint"
     detail = (str(error).strip().splitlines() or [""])[0][:200]
-    return CheckpointReadError(f"Checkpoint {filename!r} {problem} ({type(error).__name__}: {detail})")
+    return CheckpointReadError(
+        f"Checkpoint {filename!r} {problem} ({type(error).__name__}: {detail})"
+    )
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -165,7 +167,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def _torch_load(self, f):
         checkpoint = super()._torch_load(f)
         if not isinstance(checkpoint, Mapping):
-            raise CheckpointReadError(f"File {f!r} is not a checkpoint: it holds a {type(checkpoint).__name__}")
+            raise CheckpointReadError(
+                f"File {f!r} is not a checkpoint: it holds a {type(checkpoint).__name__}"
+            )
         return checkpoint
 
     def _load_file(self, filename):
@@ -177,7 +181,9 @@ class AtomicCheckpointer(DetectionCheckpointer):
             raise _unreadable(filename, e) from e
         weights = checkpoint["model"]
         values = weights.values() if isinstance(weights, Mapping) else [weights]
-        kinds = sorted({type(v).__name__ for v in values if not isinstance(v, (torch.Tensor, np.ndarray))})
+        kinds = sorted(
+            {type(v).__name__ for v in values if not isinstance(v, (torch.Tensor, np.ndarray))}
+        )
         if kinds:
             raise CheckpointReadError(
                 f"File {filename!r} is not a checkpoint: its weights are {', '.join(kinds)}, not tensors"
@@ -207,8 +213,12 @@ class AtomicCheckpointer(DetectionCheckpointer):
                     "download the file again"
                 ) from e
         tagged = self.get_checkpoint_file() if super().has_checkpoint() else None
-        candidates = ([tagged] if tagged else []) + [f for f in self._resumable_files() if f != tagged]
-        failures = [] if tagged else [f"{os.path.join(self.save_dir, 'last_checkpoint')} is missing"]
+        candidates = ([tagged] if tagged else []) + [
+            f for f in self._resumable_files() if f != tagged
+        ]
+        failures = (
+            [] if tagged else [f"{os.path.join(self.save_dir, 'last_checkpoint')} is missing"]
+        )
         for candidate in candidates:
             try:
                 checkpoint = self.load(candidate)
@@ -250,7 +260,9 @@ class BestCheckpointer(hooks.BestCheckpointer):
         if not self.trainer.start_iter or not os.path.isfile(best_file):
             return
         # The evaluation model_best.pth holds: its iteration, and that evaluation's value.
-        iteration = torch.load(best_file, map_location="cpu", mmap=True, weights_only=False)["iteration"]
+        iteration = torch.load(best_file, map_location="cpu", mmap=True, weights_only=False)[
+            "iteration"
+        ]
         curve = []
         if os.path.isfile(os.path.join(output_dir, "metrics.json")):
             curve = metric_curves(output_dir, self._val_metric).get(self._val_metric, [])
@@ -261,7 +273,9 @@ class BestCheckpointer(hooks.BestCheckpointer):
                 f"{best_file} holds: the first evaluation of this run replaces it"
             )
             return
-        self._logger.info(f"Resumed the best {self._val_metric}: {value:0.5f} @ iteration {iteration} ({best_file})")
+        self._logger.info(
+            f"Resumed the best {self._val_metric}: {value:0.5f} @ iteration {iteration} ({best_file})"
+        )
 
     def _best_checking(self):
         if self._val_metric not in self.trainer.storage.latest():

@@ -5,6 +5,7 @@ Each error names the key and the values it allows. Detectron2's yacs config alre
 value of the wrong type when it is merged; each project checks its own keys (its
 `Project.check_config`, and its modules where they are built).
 """
+
 import os
 from typing import Sequence
 
@@ -43,7 +44,9 @@ def get_project_cfg():
     return cfg
 
 
-def build_config(config_file: str, opts: Sequence[str] = (), datasets: Sequence[Sequence[str]] = ()):
+def build_config(
+    config_file: str, opts: Sequence[str] = (), datasets: Sequence[Sequence[str]] = ()
+):
     """
     The frozen, checked config of a run: `config_file` (YAML), then `datasets` appended to
     DATASETS.REGISTER_COCO, then `opts` (KEY VALUE ...); MODEL.DEVICE cpu without CUDA. Pure: it
@@ -71,15 +74,21 @@ def validate_config(cfg):
     _check_register_coco(cfg.DATASETS.REGISTER_COCO)
     root = cfg.DATASETS.SHAPES_ROOT
     if not isinstance(root, str) or (root and os.path.exists(root) and not os.path.isdir(root)):
-        raise ValueError(f"DATASETS.SHAPES_ROOT must be a directory path or \"\" (default cache), got {root!r}")
+        raise ValueError(
+            f'DATASETS.SHAPES_ROOT must be a directory path or "" (default cache), got {root!r}'
+        )
     if not isinstance(cfg.DATALOADER.SKIP_BAD_IMAGES, bool):
-        raise ValueError(f"DATALOADER.SKIP_BAD_IMAGES must be True or False, got {cfg.DATALOADER.SKIP_BAD_IMAGES!r}")
+        raise ValueError(
+            f"DATALOADER.SKIP_BAD_IMAGES must be True or False, got {cfg.DATALOADER.SKIP_BAD_IMAGES!r}"
+        )
     _check_best_checkpoint(cfg)
 
     name = cfg.MODEL.ROI_BOX_HEAD.NAME
     if name not in ROI_BOX_HEAD_REGISTRY:
         allowed = sorted(n for n, _ in ROI_BOX_HEAD_REGISTRY)
-        raise ValueError(f"MODEL.ROI_BOX_HEAD.NAME must be a registered box head, one of {allowed}; got {name!r}")
+        raise ValueError(
+            f"MODEL.ROI_BOX_HEAD.NAME must be a registered box head, one of {allowed}; got {name!r}"
+        )
     for project in projects():
         if project.check_config is not None:
             project.check_config(cfg)
@@ -88,7 +97,11 @@ def validate_config(cfg):
 def _check_register_coco(entries):
     """DATASETS.REGISTER_COCO: a list of [NAME, JSON_FILE, IMAGE_DIR] of non-empty strings."""
     for i, entry in enumerate(entries):
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 3 and all(isinstance(v, str) and v for v in entry)):
+        if not (
+            isinstance(entry, (list, tuple))
+            and len(entry) == 3
+            and all(isinstance(v, str) and v for v in entry)
+        ):
             raise ValueError(
                 f"DATASETS.REGISTER_COCO[{i}] must be [NAME, JSON_FILE, IMAGE_DIR] (three non-empty "
                 f"strings, as `--dataset NAME JSON_FILE IMAGE_DIR` gives), got {entry!r}"

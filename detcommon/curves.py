@@ -1,6 +1,7 @@
 """Training curves from the metrics.json of train_net.py runs: every loss term and bbox AP column
 against iterations, several runs side by side, drawn with matplotlib's Agg backend
 (`tools/plot_metrics.py`)."""
+
 import json
 import math
 import os
@@ -17,7 +18,9 @@ Curve = List[Tuple[int, float]]
 def _metrics_json(run_dir: str) -> str:
     path = os.path.join(run_dir, "metrics.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir!r} has no metrics.json: pass the OUTPUT_DIR of a train_net.py run")
+        raise FileNotFoundError(
+            f"{run_dir!r} has no metrics.json: pass the OUTPUT_DIR of a train_net.py run"
+        )
     return path
 
 
@@ -60,7 +63,9 @@ def _labels(run_dirs: Sequence[str]) -> List[str]:
     return [os.path.relpath(p, common) for p in paths]
 
 
-def _plot_panels(panels: Dict[str, Dict[str, Curve]], path: str, ylabel: str) -> Dict[str, Dict[str, tuple]]:
+def _plot_panels(
+    panels: Dict[str, Dict[str, Curve]], path: str, ylabel: str
+) -> Dict[str, Dict[str, tuple]]:
     """One panel per key, one line per run, saved as a PNG; returns {key: {run: (iterations,
     values)}} read back from the drawn lines."""
     import matplotlib
@@ -81,8 +86,11 @@ def _plot_panels(panels: Dict[str, Dict[str, Curve]], path: str, ylabel: str) ->
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        drawn[key] = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
-    for ax in axes.flat[len(panels):]:
+        drawn[key] = {
+            line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines()
+        }
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path)
@@ -101,7 +109,9 @@ def plot_runs(run_dirs: Sequence[str], output_dir: str) -> Dict[str, Dict[str, D
         for key, curve in run_curves(run_dir).items():
             panels.setdefault(key, {})[label] = curve
     if not panels:
-        raise ValueError(f"No loss term nor bbox AP in the metrics.json of {list(run_dirs)}: nothing to plot")
+        raise ValueError(
+            f"No loss term nor bbox AP in the metrics.json of {list(run_dirs)}: nothing to plot"
+        )
     os.makedirs(output_dir, exist_ok=True)
     written = {}
     for name, ylabel, keys in (

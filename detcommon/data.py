@@ -8,6 +8,7 @@
   per dataset counts each kind. Images left without annotations are then handled by
   Detectron2's DATALOADER.FILTER_EMPTY_ANNOTATIONS like any other.
 """
+
 import logging
 import math
 

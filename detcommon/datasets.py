@@ -1,4 +1,5 @@
 """Dataset registration: the embedded shapes splits and users' own COCO-format datasets."""
+
 import json
 import logging
 import os
@@ -9,7 +10,12 @@ from detectron2.data.datasets import load_coco_json
 from .data import sanitize_boxes
 from .shapes import SHAPES_CLASSES, SPLITS, default_cache_root, ensure_shapes
 
-__all__ = ["register_shapes", "register_coco_dataset", "validate_coco_detection_json", "DatasetFormatError"]
+__all__ = [
+    "register_shapes",
+    "register_coco_dataset",
+    "validate_coco_detection_json",
+    "DatasetFormatError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +29,9 @@ class DatasetFormatError(ValueError):
 
 def _load_shapes(name, root):
     split_dir = ensure_shapes(name, root)
-    dicts = load_coco_json(os.path.join(split_dir, "annotations.json"), os.path.join(split_dir, "images"), name)
+    dicts = load_coco_json(
+        os.path.join(split_dir, "annotations.json"), os.path.join(split_dir, "images"), name
+    )
     return sanitize_boxes(dicts, name)
 
 
@@ -84,10 +92,18 @@ def validate_coco_detection_json(json_file, image_root):
     category_ids = {c["id"] for c in data["categories"]}
     for i, ann in enumerate(data["annotations"]):
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise DatasetFormatError(f"{json_file!r}: annotations[{i}].bbox is not [x, y, w, h]: {bbox!r}.")
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) for v in bbox)
+        ):
+            raise DatasetFormatError(
+                f"{json_file!r}: annotations[{i}].bbox is not [x, y, w, h]: {bbox!r}."
+            )
         if ann["image_id"] not in image_ids:
-            raise DatasetFormatError(f"{json_file!r}: annotations[{i}] refers to unknown image {ann['image_id']}.")
+            raise DatasetFormatError(
+                f"{json_file!r}: annotations[{i}] refers to unknown image {ann['image_id']}."
+            )
         if ann["category_id"] not in category_ids:
             raise DatasetFormatError(
                 f"{json_file!r}: annotations[{i}] refers to unknown category {ann['category_id']}."
@@ -106,7 +122,9 @@ def register_coco_dataset(name, json_file, image_root):
         if meta.get("json_file") == json_file and meta.get("image_root") == image_root:
             return classes
         raise DatasetFormatError(f"Dataset name {name!r} is already registered with other files.")
-    DatasetCatalog.register(name, lambda: sanitize_boxes(load_coco_json(json_file, image_root, name), name))
+    DatasetCatalog.register(
+        name, lambda: sanitize_boxes(load_coco_json(json_file, image_root, name), name)
+    )
     # load_coco_json adds the category id mapping on first load; COCOEvaluator reads the files.
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="coco", thing_classes=classes

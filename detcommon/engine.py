@@ -1,5 +1,6 @@
 """Training-side pieces shared by every model: preparing a run (logging, datasets), the
 weights check of an evaluation, and a CPU-aware DDP wrapper."""
+
 import argparse
 import contextlib
 import logging
@@ -37,7 +38,9 @@ def check_weights_for_eval(weights, key="MODEL.WEIGHTS"):
     MODEL.WEIGHTS or a LazyConfig's train.init_checkpoint): evaluating random weights is never meant."""
     if not weights:
         assign = "=" if key.islower() else " "  # a LazyConfig override, or a YAML KEY VALUE pair
-        raise ValueError(f"--eval-only needs trained weights: pass {key}{assign}path/to/model_final.pth")
+        raise ValueError(
+            f"--eval-only needs trained weights: pass {key}{assign}path/to/model_final.pth"
+        )
     if "://" not in weights and not os.path.isfile(weights):
         raise FileNotFoundError(f"{key} {weights!r} does not exist; nothing to evaluate.")
 
@@ -75,7 +78,9 @@ def check_amp_device(enabled, device, key="SOLVER.AMP.ENABLED"):
     """Refuses mixed precision (`key`, enabled) on a CPU `device` before anything is built:
     Detectron2's AMPTrainer runs torch.cuda.amp and would stop at the first iteration."""
     if enabled and device == "cpu":
-        on, off = (f"{key}=True", f"{key}=False") if key.islower() else (f"{key} True", f"{key} False")
+        on, off = (
+            (f"{key}=True", f"{key}=False") if key.islower() else (f"{key} True", f"{key} False")
+        )
         raise ValueError(
             f"{on} needs CUDA (Detectron2's AMPTrainer uses torch.cuda.amp, float16), but this run is "
             f"on the CPU. Set {off}, or train on a GPU."
@@ -86,7 +91,9 @@ def _create_ddp_model(model, **kwargs):
     """Detectron2's create_ddp_model, minus `device_ids` for a CPU model (DDP rejects them)."""
     if next(model.parameters()).device.type == "cpu" and comm.get_world_size() > 1:
         kwargs["device_ids"] = None
-        logger.info(f"Training on CPU with DistributedDataParallel over {comm.get_world_size()} gloo processes")
+        logger.info(
+            f"Training on CPU with DistributedDataParallel over {comm.get_world_size()} gloo processes"
+        )
     return _D2_CREATE_DDP_MODEL(model, **kwargs)
 
 
@@ -98,4 +105,3 @@ def cpu_ddp_without_device_ids():
     """Within this context DefaultTrainer can wrap a CPU model in DDP (gloo workers)."""
     with mock.patch.object(defaults, "create_ddp_model", _create_ddp_model):
         yield
-

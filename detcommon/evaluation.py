@@ -1,4 +1,5 @@
 """COCO box evaluation with the extra IoU columns the Decoupled R-CNN paper reports."""
+
 import json
 import os
 
@@ -19,7 +20,9 @@ def ap_at_iou(coco_eval, iou):
     """AP (in %) at one IoU threshold, all areas, maxDets=100, from an evaluated COCOeval."""
     t = np.flatnonzero(np.isclose(coco_eval.params.iouThrs, iou))
     if len(t) != 1:
-        raise ValueError(f"IoU {iou} is not one of COCOeval's thresholds {coco_eval.params.iouThrs}")
+        raise ValueError(
+            f"IoU {iou} is not one of COCOeval's thresholds {coco_eval.params.iouThrs}"
+        )
     # precision: [T IoUs, R recall points, K classes, A areas (0 = all), M maxDets (-1 = 100)]
     precision = coco_eval.eval["precision"][t[0], :, :, 0, -1]
     valid = precision[precision > -1]
@@ -41,9 +44,13 @@ class PaperCOCOEvaluator(COCOEvaluator):
         for iou in IOU_THRESHOLDS:
             column = f"AP{round(iou * 100)}"
             if column not in results:  # AP50 and AP75 are COCOeval's own
-                results[column] = ap_at_iou(coco_eval, iou) if coco_eval is not None else float("nan")
+                results[column] = (
+                    ap_at_iou(coco_eval, iou) if coco_eval is not None else float("nan")
+                )
         table = {k: results[k] for k in TABLE_ORDER}
-        self._logger.info("Box AP with the Decoupled R-CNN paper's columns:\n" + create_small_table(table))
+        self._logger.info(
+            "Box AP with the Decoupled R-CNN paper's columns:\n" + create_small_table(table)
+        )
         return results
 
 

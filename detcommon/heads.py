@@ -19,6 +19,7 @@ A project's RoI-heads class implements
 cover Detectron2's StandardROIHeads (the FPN baseline: one head) themselves; a box head class
 may give its name there with a class attribute `analysis_name`.
 """
+
 from typing import Dict, List, NamedTuple, Optional
 
 import torch
@@ -36,7 +37,9 @@ class HeadOutput(NamedTuple):
     """What one head says about R boxes, for the class each box is asked about."""
 
     scores: Optional[torch.Tensor]  # (R,) probability of the class; None: no classifier
-    boxes: Optional[torch.Tensor]  # (R, 4) box regressed with that class's deltas; None: no regressor
+    boxes: Optional[
+        torch.Tensor
+    ]  # (R, 4) box regressed with that class's deltas; None: no regressor
 
 
 def select_class_boxes(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -52,7 +55,9 @@ def class_probability(probs: torch.Tensor, classes: torch.Tensor) -> torch.Tenso
 
 
 def _is_standard(roi_heads: nn.Module) -> bool:
-    return isinstance(roi_heads, StandardROIHeads) and isinstance(roi_heads.box_predictor, FastRCNNOutputLayers)
+    return isinstance(roi_heads, StandardROIHeads) and isinstance(
+        roi_heads.box_predictor, FastRCNNOutputLayers
+    )
 
 
 def _check_supported(roi_heads: nn.Module):
@@ -82,7 +87,10 @@ def named_box_heads(roi_heads: nn.Module) -> Dict[str, nn.Module]:
 
 
 def predict_per_head(
-    roi_heads: nn.Module, features: List[torch.Tensor], proposals: List[Instances], classes: torch.Tensor
+    roi_heads: nn.Module,
+    features: List[torch.Tensor],
+    proposals: List[Instances],
+    classes: torch.Tensor,
 ) -> Dict[str, HeadOutput]:
     """
     Every head of `roi_heads` on the boxes of one image.

@@ -8,6 +8,7 @@ torchrun, with preemption signals forwarded and a lost rank detected.
 Either way every process runs `main_func(*args)` in one process group (NCCL on GPUs, gloo on
 CPUs) with Detectron2's local process group, under a :class:`~detcommon.watchdog.PeerWatchdog`.
 """
+
 import functools
 import os
 import signal
@@ -52,7 +53,11 @@ def _watched(main_func, *args):
     """`main_func(*args)` in one process of a multi-process run, under a PeerWatchdog."""
     timeout = float(os.environ.get(WATCHDOG_TIMEOUT_ENV, 45))
     watchdog = PeerWatchdog(
-        default_store(), comm.get_rank(), comm.get_world_size(), interval=min(5.0, timeout / 3), timeout=timeout
+        default_store(),
+        comm.get_rank(),
+        comm.get_world_size(),
+        interval=min(5.0, timeout / 3),
+        timeout=timeout,
     ).start()
     try:
         result = main_func(*args)
@@ -65,7 +70,9 @@ def _watched(main_func, *args):
         watchdog.stop(f"failed: {type(e).__name__}: {str(e)[:200]}")
         raise
     except SystemExit as e:
-        watchdog.stop("preempted" if e.code == PREEMPTED_EXIT_CODE else f"failed: exit code {e.code}")
+        watchdog.stop(
+            "preempted" if e.code == PREEMPTED_EXIT_CODE else f"failed: exit code {e.code}"
+        )
         raise
     except BaseException as e:  # KeyboardInterrupt
         watchdog.stop(f"failed: {type(e).__name__}")
@@ -95,8 +102,13 @@ def _lost_process_message(e, num_gpus_per_machine, machine_rank):
     if e.exit_code == LOST_RANK_EXIT_CODE:
         what = f"Rank {rank} (pid {e.error_pid}) stopped because it lost another rank (its log names which)"
     else:
-        what = f"Lost rank {rank}: its training process (pid {e.error_pid}) was killed by {e.signal_name}" + (
-            " (kill -9, or the out-of-memory killer: see `dmesg`)" if e.signal_name == "SIGKILL" else ""
+        what = (
+            f"Lost rank {rank}: its training process (pid {e.error_pid}) was killed by {e.signal_name}"
+            + (
+                " (kill -9, or the out-of-memory killer: see `dmesg`)"
+                if e.signal_name == "SIGKILL"
+                else ""
+            )
         )
     return (
         f"{what}; the other processes of this machine were stopped. Exiting with code "
@@ -137,7 +149,11 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
             sys.exit(PREEMPTED_EXIT_CODE)
         if e.signal_name is None and e.exit_code != LOST_RANK_EXIT_CODE:
             raise
-        print(f"ERROR: {_lost_process_message(e, num_gpus_per_machine, machine_rank)}", file=sys.stderr, flush=True)
+        print(
+            f"ERROR: {_lost_process_message(e, num_gpus_per_machine, machine_rank)}",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(LOST_RANK_EXIT_CODE)
     finally:
         for signum, handler in previous.items():

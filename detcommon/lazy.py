@@ -34,6 +34,7 @@ Also here: the callables the lazy configs instantiate where the YAML path derive
 code (the learning-rate schedule, the seeded training sampler); a project's own are in its
 `lazy` module.
 """
+
 import contextlib
 import copy
 import logging
@@ -46,7 +47,14 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import build_detection_train_loader
 from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, defaults, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_setup,
+    default_writers,
+    defaults,
+    hooks,
+)
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver import WarmupParamScheduler
 from detectron2.utils.logger import setup_logger
@@ -56,7 +64,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .checkpoint import AtomicCheckpointer, BestCheckpointer, CheckpointReadError
 from .config import get_project_cfg, validate_config
-from .engine import check_amp_device, check_weights_for_eval, cpu_ddp_without_device_ids, register_datasets
+from .engine import (
+    check_amp_device,
+    check_weights_for_eval,
+    cpu_ddp_without_device_ids,
+    register_datasets,
+)
 from .evaluation import write_eval_results
 from .monitor import log_rank_losses
 from .preemption import PreemptionHook
@@ -100,7 +113,9 @@ def multistep_lr_multiplier(
     train.max_iter keeps the steps and the warm-up in iterations, as SOLVER.MAX_ITER does."""
     kept = [s for s in steps if s <= max_iter]
     if len(kept) != len(steps):
-        logger.warning(f"lr_multiplier.steps {list(steps)} has values beyond train.max_iter {max_iter}: ignored")
+        logger.warning(
+            f"lr_multiplier.steps {list(steps)} has values beyond train.max_iter {max_iter}: ignored"
+        )
     scheduler = MultiStepParamScheduler(
         values=[gamma**k for k in range(len(kept) + 1)], milestones=kept, num_updates=max_iter
     )
@@ -109,7 +124,9 @@ def multistep_lr_multiplier(
     )
 
 
-def build_train_loader(dataset, *, mapper, total_batch_size, seed=-1, aspect_ratio_grouping=True, num_workers=0):
+def build_train_loader(
+    dataset, *, mapper, total_batch_size, seed=-1, aspect_ratio_grouping=True, num_workers=0
+):
     """Detectron2's build_detection_train_loader with the YAML path's sampler,
     TrainingSampler(len(dataset), seed=seed): the configs pass seed "${train.seed}" (SEED), so a
     seeded lazy run draws the images in the order of its YAML twin."""
@@ -222,7 +239,9 @@ def translate_keys(text, keys):
     key}) written as its LazyConfig key, the longest keys first; a quoted fix `KEY VALUE` becomes
     `key=VALUE`, as the command line takes it."""
     for yaml_key, lazy_key in sorted(keys.items(), key=lambda kv: -len(kv[0])):
-        text = re.sub(rf"`{re.escape(yaml_key)} ([^`]*)`", lambda m: f"`{lazy_key}={m.group(1)}`", text)
+        text = re.sub(
+            rf"`{re.escape(yaml_key)} ([^`]*)`", lambda m: f"`{lazy_key}={m.group(1)}`", text
+        )
         text = re.sub(rf"(?<![\w.]){re.escape(yaml_key)}(?!\w)", lambda m: lazy_key, text)
     return text
 
@@ -282,7 +301,9 @@ def _shared_view(cfg):
     view.TEST.EVAL_PERIOD = cfg.train.eval_period
     view.MODEL.ROI_HEADS.NAME = _target_name(cfg.model.get("roi_heads"))
     view.MODEL.PROPOSAL_GENERATOR.NAME = _target_name(cfg.model.get("proposal_generator"))
-    view.MODEL.ROI_HEADS.NUM_CLASSES = OmegaConf.select(cfg, "model.roi_heads.num_classes", default=0)
+    view.MODEL.ROI_HEADS.NUM_CLASSES = OmegaConf.select(
+        cfg, "model.roi_heads.num_classes", default=0
+    )
     # A lazy config names its box heads' classes, not registry names: the registry check of
     # validate_config has nothing to check (the view keeps registered names).
     view.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
@@ -379,7 +400,9 @@ def test(cfg, model):
         loader.dataset.names = name
         evaluator = copy.deepcopy(cfg.dataloader.evaluator)
         evaluator.dataset_name = name
-        output_dir = evaluator.get("output_dir") or os.path.join(cfg.train.output_dir, "inference", name)
+        output_dir = evaluator.get("output_dir") or os.path.join(
+            cfg.train.output_dir, "inference", name
+        )
 
         def build_evaluator(mode=None, evaluator=evaluator, output_dir=output_dir):
             evaluator = copy.deepcopy(evaluator)
@@ -407,7 +430,10 @@ class _DefaultTrainerState:
 
     def state_dict(self):
         state = self.trainer.state_dict()
-        inner = {"iteration": state["iteration"], **{k: state.pop(k) for k in self._INNER if k in state}}
+        inner = {
+            "iteration": state["iteration"],
+            **{k: state.pop(k) for k in self._INNER if k in state},
+        }
         return {**state, "_trainer": inner}
 
     def load_state_dict(self, state):
@@ -429,9 +455,13 @@ def train(cfg, resume=False):
     data_loader = instantiate(cfg.dataloader.train)
     with cpu_ddp_without_device_ids():
         model = defaults.create_ddp_model(model, **cfg.train.ddp)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, data_loader, optimizer)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
+        model, data_loader, optimizer
+    )
     log_rank_losses(trainer.model)
-    checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=_DefaultTrainerState(trainer))
+    checkpointer = AtomicCheckpointer(
+        model, cfg.train.output_dir, trainer=_DefaultTrainerState(trainer)
+    )
 
     def test_and_save_results():
         trainer._last_eval_results = test(cfg, trainer.model)

@@ -4,6 +4,7 @@ Non-finite losses need nothing here: Detectron2's SimpleTrainer raises FloatingP
 naming the iteration and every loss term, before the optimizer step, so no checkpoint of that
 iteration is written.
 """
+
 import json
 import os
 
@@ -28,7 +29,10 @@ def log_rank_losses(model):
 
     def log(module, inputs, losses):
         if module.training and isinstance(losses, dict):
-            row = {"iteration": get_event_storage().iter, **{k: v.item() for k, v in losses.items()}}
+            row = {
+                "iteration": get_event_storage().iter,
+                **{k: v.item() for k, v in losses.items()},
+            }
             with open(path, "a") as f:
                 f.write(json.dumps(row) + "\n")
 

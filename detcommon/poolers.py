@@ -7,10 +7,10 @@ Shape shorthand:
     C: number of feature channels
     P: the pooler's output resolution: pooled RoI features are P x P
 """
+
 from typing import List
 
 import torch
-
 from detectron2.layers import nonzero_tuple
 from detectron2.modeling.poolers import (
     ROIPooler,

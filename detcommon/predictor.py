@@ -1,4 +1,5 @@
 """Batched inference with DefaultPredictor's preprocessing (`tools/demo.py --batch-size N`)."""
+
 import math
 from typing import Dict, List
 
@@ -35,7 +36,9 @@ class BatchPredictor(DefaultPredictor):
             the model's output for each image, in order (see DefaultPredictor).
         """
         if isinstance(original_images, np.ndarray):
-            raise TypeError("BatchPredictor takes a list of images: pass [image] for one (DefaultPredictor takes one)")
+            raise TypeError(
+                "BatchPredictor takes a list of images: pass [image] for one (DefaultPredictor takes one)"
+            )
         with torch.no_grad():
             inputs = [self._preprocess(image) for image in original_images]
             outputs = [None] * len(inputs)
@@ -60,4 +63,8 @@ class BatchPredictor(DefaultPredictor):
         for i, x in enumerate(inputs):
             padded = tuple(math.ceil(s / divisor) * divisor for s in x["image"].shape[-2:])
             groups.setdefault(padded, []).append(i)
-        return [g[k : k + self.batch_size] for g in groups.values() for k in range(0, len(g), self.batch_size)]
+        return [
+            g[k : k + self.batch_size]
+            for g in groups.values()
+            for k in range(0, len(g), self.batch_size)
+        ]

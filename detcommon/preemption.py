@@ -6,6 +6,7 @@ only records the signal; :class:`PreemptionHook`, after each iteration, lets the
 whether any of them got one, rank 0 saves `model_{iter:07d}.pth` (last_checkpoint names it) and
 every process exits with :data:`PREEMPTED_EXIT_CODE`; `--resume` continues at the next iteration.
 """
+
 import logging
 import multiprocessing
 import os
@@ -17,7 +18,12 @@ import torch
 import torch.distributed as dist
 from detectron2.engine import HookBase
 
-__all__ = ["PREEMPTED_EXIT_CODE", "PREEMPTION_SIGNALS", "PreemptionHook", "forward_signals_to_children"]
+__all__ = [
+    "PREEMPTED_EXIT_CODE",
+    "PREEMPTION_SIGNALS",
+    "PreemptionHook",
+    "forward_signals_to_children",
+]
 
 # Exit code of every process after a checkpoint on a preemption signal (128 + SIGTERM, for
 # SIGUSR1 too): "stopped early, the checkpoint is saved, rerun with --resume".
@@ -56,7 +62,9 @@ class PreemptionHook(HookBase):
     def before_train(self):
         self._previous_handlers = {s: signal.signal(s, self._record) for s in PREEMPTION_SIGNALS}
         if comm.get_world_size() > 1:
-            self._group = dist.new_group(backend="gloo")  # a CPU flag also on NCCL runs: no GPU sync
+            self._group = dist.new_group(
+                backend="gloo"
+            )  # a CPU flag also on NCCL runs: no GPU sync
 
     def after_train(self):
         self._restore_handlers()
@@ -69,7 +77,9 @@ class PreemptionHook(HookBase):
         if last:
             self._restore_handlers()
             if stop.item():
-                logger.warning("Preemption signal during the last iteration: the run finishes (model_final.pth)")
+                logger.warning(
+                    "Preemption signal during the last iteration: the run finishes (model_final.pth)"
+                )
         elif stop.item():
             self._stop()
 

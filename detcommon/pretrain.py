@@ -16,6 +16,7 @@ SHA-256 of the file; a file that is missing, corrupt or made by another recipe i
 
 Shape shorthand: N = crops, S = crop side (px).
 """
+
 import fcntl
 import json
 import logging
@@ -28,16 +29,15 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 import torch
-from iopath.common.file_io import PathHandler
-from torch import nn
-from torch.nn import functional as F
-
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.utils.file_io import PathManager
+from iopath.common.file_io import PathHandler
+from torch import nn
+from torch.nn import functional as F
 
-from .shapes import SHAPES_CLASSES, ShapesSpec, sha256_file, render_image
+from .shapes import SHAPES_CLASSES, ShapesSpec, render_image, sha256_file
 
 __all__ = [
     "PretrainRecipe",
@@ -189,9 +189,11 @@ def pretrain(recipe: PretrainRecipe, log_period: int = 100):
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda it: min(1.0, (it + 1) / recipe.warmup_iters)
-        * 0.5
-        * (1 + math.cos(math.pi * it / recipe.iters)),
+        lambda it: (
+            min(1.0, (it + 1) / recipe.warmup_iters)
+            * 0.5
+            * (1 + math.cos(math.pi * it / recipe.iters))
+        ),
     )
 
     def logits(batch):
@@ -303,14 +305,13 @@ class PretrainedHandler(PathHandler):
         return [SCHEME]
 
     def _get_local_path(self, path, **kwargs):
-        return ensure_pretrained(path[len(SCHEME):])
+        return ensure_pretrained(path[len(SCHEME) :])
 
     def _open(self, path, mode="r", **kwargs):
         return PathManager.open(self._get_local_path(path), mode, **kwargs)
 
     def _isfile(self, path, **kwargs):
-        return path[len(SCHEME):] in RECIPES
+        return path[len(SCHEME) :] in RECIPES
 
 
 PathManager.register_handler(PretrainedHandler())
-

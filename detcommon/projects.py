@@ -10,6 +10,7 @@ where `my_head.PROJECT` is a :class:`Project`. Everything that needs the list of
 it from here: the config (its keys and checks), the loggers, the evaluation, the install check
 and the export's tracing patch. detcommon itself never names a project.
 """
+
 import functools
 from dataclasses import dataclass
 from importlib import metadata
@@ -82,6 +83,6 @@ def projects() -> List[Project]:
 
 
 def package_names() -> List[str]:
-    """"detcommon" and every project package: the loggers, the install check and the export's
+    """ "detcommon" and every project package: the loggers, the install check and the export's
     tracing patch cover these."""
     return ["detcommon", *(p.package for p in projects())]

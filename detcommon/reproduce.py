@@ -7,6 +7,7 @@ whose `result.json` records the same recipe (config files, options, seed) is ski
 checkpoints but no result resumes from its last checkpoint (`--resume`); a finished run whose
 recipe changed is refused, naming the folder, instead of being silently mixed with new runs.
 """
+
 import hashlib
 import json
 import logging
@@ -113,7 +114,9 @@ def finished_result(run: Run, known: Sequence[dict] = ()) -> Optional[dict]:
     result = read_result(run)
     if result is None:
         key = (run.model, run.seed, run.recipe_key())
-        result = next((r for r in known if (r["model"], r["seed"], r.get("recipe_key")) == key), None)
+        result = next(
+            (r for r in known if (r["model"], r["seed"], r.get("recipe_key")) == key), None
+        )
     return result
 
 
@@ -124,9 +127,11 @@ def final_metrics(metrics_json: str, prefix: str = "bbox/") -> dict:
         for line in f:
             row = json.loads(line)
             if f"{prefix}AP" in row:
-                results = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+                results = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
     if not results:
-        raise RuntimeError(f"No {prefix}AP in {metrics_json}: the run did not finish its evaluation")
+        raise RuntimeError(
+            f"No {prefix}AP in {metrics_json}: the run did not finish its evaluation"
+        )
     return results
 
 

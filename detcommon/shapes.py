@@ -5,6 +5,7 @@ writes a COCO-format detection set. Every image has its own random stream, so th
 same on every machine and in every process. The cache holds a manifest with the SHA-256 of
 every file; a cache that is partial, corrupt or made with other parameters is regenerated.
 """
+
 import fcntl
 import hashlib
 import json
@@ -128,14 +129,22 @@ def render_image(spec, index):
         for _attempt in range(20):
             kind_id = int(rng.integers(len(SHAPES_CLASSES)))
             radius = _sample_radius(rng, h, w)
-            cx, cy = rng.uniform(radius * 0.6, w - radius * 0.6), rng.uniform(radius * 0.6, h - radius * 0.6)
-            mask = _draw_mask(SHAPES_CLASSES[kind_id], (h, w), cx, cy, radius, rng.uniform(0, 2 * math.pi))
+            cx, cy = (
+                rng.uniform(radius * 0.6, w - radius * 0.6),
+                rng.uniform(radius * 0.6, h - radius * 0.6),
+            )
+            mask = _draw_mask(
+                SHAPES_CLASSES[kind_id], (h, w), cx, cy, radius, rng.uniform(0, 2 * math.pi)
+            )
             area = int(mask.sum())
             if area < 30:
                 continue
             # Drawing on top must leave every earlier shape mostly visible: partial overlaps only.
             hidden = np.bincount(owner[mask][owner[mask] >= 0], minlength=len(objects))
-            if any(hidden[i] > (1 - spec.min_visible) * objects[i]["visible"] for i in range(len(objects))):
+            if any(
+                hidden[i] > (1 - spec.min_visible) * objects[i]["visible"]
+                for i in range(len(objects))
+            ):
                 continue
             for i in range(len(objects)):
                 objects[i]["visible"] -= int(hidden[i])
@@ -183,19 +192,29 @@ def _write_split(name, spec, out_dir):
         # PNG is lossless and its encoder deterministic: checksums are stable across machines.
         if not cv2.imwrite(os.path.join(out_dir, "images", file_name), img):
             raise OSError(f"Could not write {file_name} into {out_dir}")
-        images.append({"id": index + 1, "file_name": file_name, "height": img.shape[0], "width": img.shape[1]})
+        images.append(
+            {"id": index + 1, "file_name": file_name, "height": img.shape[0], "width": img.shape[1]}
+        )
         for ann in anns:
             annotations.append({"id": len(annotations) + 1, "image_id": index + 1, **ann})
     coco = {
-        "info": {"description": f"{name}: embedded synthetic shapes", "version": str(GENERATOR_VERSION)},
+        "info": {
+            "description": f"{name}: embedded synthetic shapes",
+            "version": str(GENERATOR_VERSION),
+        },
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPES_CLASSES)],
+        "categories": [
+            {"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(SHAPES_CLASSES)
+        ],
     }
     with open(os.path.join(out_dir, "annotations.json"), "w") as f:
         json.dump(coco, f)
     files = ["annotations.json"] + [os.path.join("images", im["file_name"]) for im in images]
-    return {"spec": spec.to_dict(), "files": {p: sha256_file(os.path.join(out_dir, p)) for p in files}}
+    return {
+        "spec": spec.to_dict(),
+        "files": {p: sha256_file(os.path.join(out_dir, p)) for p in files},
+    }
 
 
 def verify_split(split_dir, spec):
@@ -233,7 +252,9 @@ def ensure_shapes(name, root=None, spec=None):
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, f".{name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        problem = verify_split(split_dir, spec) if os.path.exists(split_dir) else "not generated yet"
+        problem = (
+            verify_split(split_dir, spec) if os.path.exists(split_dir) else "not generated yet"
+        )
         if problem is None:
             return split_dir
         if os.path.exists(split_dir):
@@ -246,7 +267,9 @@ def ensure_shapes(name, root=None, spec=None):
             with open(os.path.join(tmp_dir, "data", "manifest.json"), "w") as f:
                 json.dump(manifest, f)
             shutil.rmtree(split_dir, ignore_errors=True)
-            os.replace(os.path.join(tmp_dir, "data"), split_dir)  # the complete split appears at once
+            os.replace(
+                os.path.join(tmp_dir, "data"), split_dir
+            )  # the complete split appears at once
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return split_dir

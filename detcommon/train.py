@@ -6,6 +6,7 @@
 
 A `.py` config (configs/lazy/) goes to detcommon.lazy with the same hooks.
 """
+
 import os
 import weakref
 
@@ -60,7 +61,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, is_train=False))
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=CheckedDatasetMapper(cfg, is_train=False)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -110,7 +113,9 @@ def main(args):
         if not args.resume:
             check_weights_for_eval(cfg.MODEL.WEIGHTS)
         model = Trainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             write_eval_results(results, os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))

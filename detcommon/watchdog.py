@@ -12,6 +12,7 @@ processes of one machine) whose process is gone counts as lost at the next check
 waiting for `timeout`. A rank that finished (or stopped on a preemption signal) says so and is no
 longer watched.
 """
+
 import logging
 import os
 import sys
@@ -71,13 +72,17 @@ class PeerWatchdog:
 
     def __init__(self, store, rank, world_size, interval=5.0, timeout=45.0, on_lost=_exit_lost):
         if timeout <= interval:
-            raise ValueError(f"PeerWatchdog: timeout ({timeout} s) must exceed the heartbeat interval ({interval} s)")
+            raise ValueError(
+                f"PeerWatchdog: timeout ({timeout} s) must exceed the heartbeat interval ({interval} s)"
+            )
         self.store, self.rank, self.world_size = store, rank, world_size
         self.interval, self.timeout, self.on_lost = interval, timeout, on_lost
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._identity = _process_identity()
-        self._thread = threading.Thread(target=self._run, name="detcommon-peer-watchdog", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="detcommon-peer-watchdog", daemon=True
+        )
 
     def start(self):
         self._beat(0)
@@ -130,7 +135,7 @@ class PeerWatchdog:
                     del seen[r]
                 elif value is not None and value.startswith("failed"):
                     return self.on_lost(
-                        f"Lost rank {r}: it stopped with an error ({value[len('failed: '):]}); see its log "
+                        f"Lost rank {r}: it stopped with an error ({value[len('failed: ') :]}); see its log "
                         f"(log.txt.rank{r} in OUTPUT_DIR). Rank {self.rank} stops; rerun with --resume."
                     )
                 elif value is not None and self._identity and self._gone_here(value):

@@ -1,4 +1,5 @@
 """Shared fixtures: an isolated shapes cache for the whole run and tiny-run config options."""
+
 import os
 import subprocess
 import sys
@@ -17,31 +18,51 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Turns any shapes config into a seconds-long CPU run (tiny inputs, few RoIs, no workers).
 TINY_OPTS = [
-    "MODEL.WEIGHTS", "",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.MAX_ITER", "4",
-    "SOLVER.WARMUP_ITERS", "2",
-    "SOLVER.STEPS", "()",
-    "SOLVER.CHECKPOINT_PERIOD", "2",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)",
-    "INPUT.MAX_SIZE_TRAIN", "192",
-    "INPUT.MIN_SIZE_TEST", "128",
-    "INPUT.MAX_SIZE_TEST", "192",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "64",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "TEST.DETECTIONS_PER_IMAGE", "20",
-    "DATALOADER.NUM_WORKERS", "0",
+    "MODEL.WEIGHTS",
+    "",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "()",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "192",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "192",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+    "DATALOADER.NUM_WORKERS",
+    "0",
 ]
 
 
 # Narrows a Double-Head shapes config to a model that runs in milliseconds on the CPU.
 TINY_DOUBLE_HEAD_OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.FPN.OUT_CHANNELS", 32,
-    "MODEL.DOUBLE_HEAD.CONV_HEAD.CONV_DIM", 32,
-    "MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_DIM", 16,
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", 64,
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.FPN.OUT_CHANNELS",
+    32,
+    "MODEL.DOUBLE_HEAD.CONV_HEAD.CONV_DIM",
+    32,
+    "MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_DIM",
+    16,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    64,
 ]
 
 
@@ -156,13 +177,20 @@ class PausedRun:
             **os.environ, "OMP_NUM_THREADS": "1", "FAULT_PAUSE_AT_ITER": str(pause_at), "FAULT_MARKER": self.marker,
             "PYTHONPATH": os.pathsep.join([site_dir, os.environ.get("PYTHONPATH", "")]), **(env or {}),
         }  # fmt: skip
-        self.commands, self.logs = commands, [os.path.join(out, f"launcher{i}.log") for i in range(len(commands))]
+        self.commands, self.logs = (
+            commands,
+            [os.path.join(out, f"launcher{i}.log") for i in range(len(commands))],
+        )
         self.procs, self.released = [], None
 
     def __enter__(self):
         for command, log_path in zip(self.commands, self.logs):
             with open(log_path, "w") as log:
-                self.procs.append(subprocess.Popen(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+                self.procs.append(
+                    subprocess.Popen(
+                        command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                    )
+                )
         deadline = time.time() + 300
         while not all(map(os.path.exists, self.markers)) and time.time() < deadline:
             assert all(p.poll() is None for p in self.procs), self.output()

@@ -2,18 +2,19 @@
 (`torch.autocast("cpu", dtype=torch.bfloat16)`, what SOLVER.AMP.ENABLED does on CUDA with
 float16) with finite losses, gradients and detections, and from the same proposals its
 detections stay close to float32's; SOLVER.AMP.ENABLED on the CPU is refused up front."""
+
 import copy
 import os
 
 import pytest
 import torch
+from conftest import REPO, TINY_OPTS, run_train_net
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
 from detectron2.structures import pairwise_iou
 from detectron2.utils.events import EventStorage
 
-from conftest import REPO, TINY_OPTS, run_train_net
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import add_common_config
 from double_head import add_doublehead_config
@@ -81,7 +82,9 @@ def test_bfloat16_training_step_and_inference(model_name, images):
         for precision in ("float32", "bfloat16"):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
                 features = model.backbone(processed.tensor)
-                outputs[precision], _ = model.roi_heads(processed, features, copy.deepcopy(proposals))
+                outputs[precision], _ = model.roi_heads(
+                    processed, features, copy.deepcopy(proposals)
+                )
     for fp32, bf16 in zip(outputs["float32"], outputs["bfloat16"]):
         # No score threshold, NMS or top-k: every proposal gets a box per class in both.
         assert len(fp32) == len(bf16) > 0
@@ -108,7 +111,9 @@ def test_bfloat16_training_step_and_inference(model_name, images):
     ],
     ids=["yaml", "lazy"],
 )  # fmt: skip
-def test_amp_training_on_the_cpu_is_refused_before_anything_is_built(tmp_path, config, opts, refused, fix):
+def test_amp_training_on_the_cpu_is_refused_before_anything_is_built(
+    tmp_path, config, opts, refused, fix
+):
     *opts, output = opts
     output = [output, str(tmp_path)] if output == "OUTPUT_DIR" else [f"{output}{tmp_path}"]
     code, log = run_train_net("--config-file", config, *opts, *output)

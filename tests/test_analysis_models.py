@@ -6,17 +6,16 @@ import os
 import numpy as np
 import pytest
 import torch
-
+from conftest import TINY_OPTS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
-
-from conftest import TINY_OPTS
 from test_analysis_stats import _decodes_and_not_blank
-from tools import analyze
+
 from detcommon.analysis.heads import fc_heads, predict_heads
 from detcommon.analysis.proposals import NUM_BINS, collect_proposal_records, iou_bins
 from detcommon.train import argument_parser, setup
+from tools import analyze
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from tools import analyze
 from decoupled_rcnn import nms_sweep
+from tools import analyze
 
 
 def _finish(run_dir, ap):

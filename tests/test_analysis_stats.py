@@ -8,11 +8,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from detectron2.structures import Boxes, pairwise_iou
 
 from detcommon.analysis import iou_statistics, plots, sensitivity
-from detcommon.analysis.proposals import NUM_BINS, ProposalRecords, iou_bins, sliding_window_proposals
+from detcommon.analysis.proposals import (
+    NUM_BINS,
+    ProposalRecords,
+    iou_bins,
+    sliding_window_proposals,
+)
 
 torch.set_num_threads(1)
 

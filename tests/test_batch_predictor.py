@@ -1,5 +1,6 @@
 """detcommon.predictor.BatchPredictor: several images per forward, each with DefaultPredictor's
 detections, for Double-Head-Ext and the Decoupled R-CNN cascade; `tools/demo.py --batch-size`."""
+
 import contextlib
 import logging
 import os
@@ -8,15 +9,15 @@ import re
 import cv2
 import pytest
 import torch
+from conftest import TINY_OPTS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
-
-from conftest import TINY_OPTS
-from detcommon.predictor import BatchPredictor
-from detcommon.shapes import ensure_shapes
 from test_reliability_config import project_cfg
 from test_reliability_demo import _write_video
+
+from detcommon.predictor import BatchPredictor
+from detcommon.shapes import ensure_shapes
 from tools.demo import main as demo_main
 
 NUM_IMAGES = 5  # of shapes_val, padded to different sizes at 128 px
@@ -25,7 +26,9 @@ DEMO_CONFIG = "configs/shapes/dh_ext.yaml"
 
 def _cfg(config_file, opts=()):
     cfg = project_cfg(config_file)
-    cfg.merge_from_list([*TINY_OPTS, "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *opts])
+    cfg.merge_from_list(
+        [*TINY_OPTS, "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *opts]
+    )
     return cfg
 
 
@@ -41,9 +44,12 @@ def test_batches_give_default_predictor_detections(config_file, opts):
     batched = BatchPredictor(cfg, batch_size=3)
     batched.model.load_state_dict(single.model.state_dict())
     forwards = []
-    batched.model.register_forward_pre_hook(lambda model, args: forwards.append([x["image"].shape for x in args[0]]))
+    batched.model.register_forward_pre_hook(
+        lambda model, args: forwards.append([x["image"].shape for x in args[0]])
+    )
     images = [
-        cv2.imread(os.path.join(ensure_shapes("shapes_val"), "images", f"{i:05d}.png")) for i in range(NUM_IMAGES)
+        cv2.imread(os.path.join(ensure_shapes("shapes_val"), "images", f"{i:05d}.png"))
+        for i in range(NUM_IMAGES)
     ]
     outputs = batched(images)
     assert sum(map(len, forwards)) == NUM_IMAGES and max(map(len, forwards)) > 1
@@ -101,8 +107,14 @@ def test_demo_batch_size_draws_every_image_and_logs_images_per_second(tmp_path, 
     written, log = _demo(images, str(tmp_path), 3, random_weights)
     assert written == [str(tmp_path / os.path.basename(p)) for p in images]
     assert all(cv2.imread(p).shape == cv2.imread(q).shape for p, q in zip(written, images))
-    assert sum("ms per image (batch of 3)" in m for m in log) == 3 and sum("(batch of 1)" in m for m in log) == 1
-    assert re.search(r"^4 images, [\d.]+ ms per image on average: [\d.]+ images per second \(batch size 3\)$", log[-1])
+    assert (
+        sum("ms per image (batch of 3)" in m for m in log) == 3
+        and sum("(batch of 1)" in m for m in log) == 1
+    )
+    assert re.search(
+        r"^4 images, [\d.]+ ms per image on average: [\d.]+ images per second \(batch size 3\)$",
+        log[-1],
+    )
 
 
 def test_demo_batch_size_on_a_video_writes_every_frame(tmp_path, random_weights):
@@ -116,5 +128,16 @@ def test_demo_batch_size_on_a_video_writes_every_frame(tmp_path, random_weights)
 
 def test_demo_refuses_a_batch_size_below_one(capsys):
     with pytest.raises(SystemExit):
-        demo_main(["--config-file", DEMO_CONFIG, "--input", "x.png", "--output", "out", "--batch-size", "0"])
+        demo_main(
+            [
+                "--config-file",
+                DEMO_CONFIG,
+                "--input",
+                "x.png",
+                "--output",
+                "out",
+                "--batch-size",
+                "0",
+            ]
+        )
     assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err

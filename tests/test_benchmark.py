@@ -7,12 +7,11 @@ import sys
 
 import pytest
 import torch
-
+from conftest import REPO
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from conftest import REPO
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import add_common_config
 from double_head import add_doublehead_config

@@ -1,13 +1,14 @@
 """TEST.BEST_CHECKPOINT_METRIC: model_best.pth holds the weights of the best periodic evaluation,
 through train_net.py's Trainer, across --resume, and a metric the evaluation lacks stops."""
+
 import json
 import os
 
 import pytest
 import torch
+from conftest import TINY_OPTS, run_train_net
 from detectron2.utils.events import EventStorage
 
-from conftest import TINY_OPTS, run_train_net
 from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.reproduce import learning_curve
 
@@ -27,7 +28,12 @@ def _same_weights(a, b):
     [
         ("max", [10.0, 30.0, 20.0], 3, "model_0000003.pth"),  # the middle one of three
         ("min", [10.0, 30.0, 20.0], 1, "model_0000001.pth"),
-        ("max", [10.0, 20.0, 30.0], 6, "model_final.pth"),  # the evaluation after the last iteration
+        (
+            "max",
+            [10.0, 20.0, 30.0],
+            6,
+            "model_final.pth",
+        ),  # the evaluation after the last iteration
     ],
 )
 def test_keeps_the_best_of_several_evaluations(tmp_path, mode, values, best_iter, same_as):
@@ -65,7 +71,9 @@ def test_train_net_keeps_the_best_evaluation_of_metrics_json(tmp_path, tiny_val)
     assert code == 0, log[-3000:]
     curve = learning_curve(str(tmp_path), "AP50")  # (iterations trained, AP50) of both evaluations
     assert [it for it, _ in curve] == [3, 6]  # the last one follows iteration MAX_ITER
-    trained, _ = max(curve, key=lambda point: point[1])  # the first of equal values: the hook needs better
+    trained, _ = max(
+        curve, key=lambda point: point[1]
+    )  # the first of equal values: the hook needs better
     assert _model(tmp_path / "model_best.pth")["iteration"] == trained - 1
     assert "Saved first model" in log
 
@@ -75,8 +83,12 @@ def _hook(tmp_path, start_iter, metrics_rows, mode="max"):
     at `start_iter` whose metrics.json holds `metrics_rows`."""
     with open(tmp_path / "metrics.json", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in metrics_rows)
-    hook = BestCheckpointer(2, AtomicCheckpointer(torch.nn.Linear(2, 1), str(tmp_path)), "bbox/AP75", mode)
-    hook.trainer = type("FakeTrainer", (), {"start_iter": start_iter, "iter": start_iter, "max_iter": 100})()
+    hook = BestCheckpointer(
+        2, AtomicCheckpointer(torch.nn.Linear(2, 1), str(tmp_path)), "bbox/AP75", mode
+    )
+    hook.trainer = type(
+        "FakeTrainer", (), {"start_iter": start_iter, "iter": start_iter, "max_iter": 100}
+    )()
     return hook
 
 
@@ -120,7 +132,10 @@ def test_without_a_known_best_the_first_evaluation_replaces_model_best(tmp_path,
         hook.before_train()
         assert hook.best_metric is None
         _evaluate(hook, storage, start_iter + 1, 10.0)
-    assert _model(tmp_path / "model_best.pth")["iteration"] == start_iter + 1 and hook.best_metric == 10.0
+    assert (
+        _model(tmp_path / "model_best.pth")["iteration"] == start_iter + 1
+        and hook.best_metric == 10.0
+    )
 
 
 def test_metric_missing_from_the_evaluation_stops_naming_the_results(tmp_path):
@@ -129,6 +144,9 @@ def test_metric_missing_from_the_evaluation_stops_naming_the_results(tmp_path):
     with EventStorage(0) as storage:
         hook.trainer.storage = storage
         storage.put_scalars(**{"bbox/AP": 1.0, "bbox/AP50": 2.0}, smoothing_hint=False)
-        with pytest.raises(ValueError, match=r"TEST.BEST_CHECKPOINT_METRIC 'bbox/AP75' .*\['bbox/AP', 'bbox/AP50'\]"):
+        with pytest.raises(
+            ValueError,
+            match=r"TEST.BEST_CHECKPOINT_METRIC 'bbox/AP75' .*\['bbox/AP', 'bbox/AP50'\]",
+        ):
             hook._best_checking()
     assert not os.path.exists(tmp_path / "model_best.pth")

@@ -4,7 +4,6 @@ import glob
 import os
 
 import pytest
-
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_proposal_generator, build_roi_heads
@@ -118,9 +117,16 @@ def test_coco_configs_use_the_authors_solver_and_test_settings(path):
     steps, max_iter = SCHEDULES["2x" if path.endswith("_2x.yaml") else "1x"]
     solver = cfg.SOLVER
     assert (solver.IMS_PER_BATCH, solver.BASE_LR, solver.STEPS, solver.MAX_ITER) == (
-        16, 0.02, steps, max_iter
+        16,
+        0.02,
+        steps,
+        max_iter,
     )
-    assert (solver.WARMUP_ITERS, solver.WARMUP_FACTOR, solver.WARMUP_METHOD) == (500, 0.001, "linear")
+    assert (solver.WARMUP_ITERS, solver.WARMUP_FACTOR, solver.WARMUP_METHOD) == (
+        500,
+        0.001,
+        "linear",
+    )
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.001
     assert (cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE) == (0.5, 100)
     # The authors' COCO code: stage weight x L1 sum / (1024 x images), no further lambda (their

@@ -7,7 +7,6 @@ Only the RoI heads differ, so the deltas are measured on them.
 
 import pytest
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_roi_heads

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_roi_heads
@@ -11,8 +10,8 @@ from detectron2.utils.events import EventStorage
 
 import decoupled_rcnn.roi_heads as roi_heads_module
 from decoupled_rcnn import add_decoupled_rcnn_config
-from detcommon.poolers import EnlargedROIPooler
 from decoupled_rcnn.rpn import REG_SET_FIELD
+from detcommon.poolers import EnlargedROIPooler
 
 IMAGE_SIZE = (128, 128)
 NUM_CLASSES = 3
@@ -300,7 +299,9 @@ def test_num_samples_normalizer_divides_by_the_sampled_positives():
 def test_removed_batch_size_normalizer_says_what_to_write():
     cfg = _cfg(num_stages=1)
     cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "batch_size"
-    with pytest.raises(ValueError, match="REG_LOSS_NORMALIZER 'fixed' and REG_LOSS_NORMALIZER_PER_IMAGE 16"):
+    with pytest.raises(
+        ValueError, match="REG_LOSS_NORMALIZER 'fixed' and REG_LOSS_NORMALIZER_PER_IMAGE 16"
+    ):
         _build(cfg)
     cfg.MODEL.DECOUPLED.REG_LOSS_NORMALIZER = "mean"
     with pytest.raises(ValueError, match="MODEL.DECOUPLED.REG_LOSS_NORMALIZER"):
@@ -416,14 +417,20 @@ def test_first_regression_stage_pools_enlarged_rois(num_stages):
     assert isinstance(heads.reg_pooler, EnlargedROIPooler) and heads.reg_pooler.scale == 1.3
     pooled, head_inputs = [], []
     for name in ("box_pooler", "reg_pooler"):
-        getattr(heads, name).register_forward_hook(lambda m, i, out, n=name: pooled.append((n, out)))
+        getattr(heads, name).register_forward_hook(
+            lambda m, i, out, n=name: pooled.append((n, out))
+        )
     for k, head in enumerate(heads.reg_heads):
         head.register_forward_hook(lambda m, inputs, out, k=k: head_inputs.append((k, inputs[0])))
     expected = ["box_pooler", "reg_pooler"] + ["box_pooler"] * (num_stages - 1)
     proposals = Instances(IMAGE_SIZE, proposal_boxes=Boxes(torch.tensor(SHIFTED + PROPOSALS)))
     for mode, run in (
-        ("train", lambda: heads(None, _features(1), [_packed_proposals(PROPOSALS, SHIFTED)],
-                                [_targets(GT, [0, 2])])),
+        (
+            "train",
+            lambda: heads(
+                None, _features(1), [_packed_proposals(PROPOSALS, SHIFTED)], [_targets(GT, [0, 2])]
+            ),
+        ),
         ("eval", lambda: heads(None, _features(1), [proposals])),
     ):
         pooled.clear()
@@ -452,15 +459,24 @@ def test_fast_path_gives_the_full_paths_detections_on_fewer_rois(num_stages, cla
         heads.box_predictor.weight.normal_(std=0.5)
     xy = torch.rand(2, 40, 2) * 90
     wh = torch.rand(2, 40, 2) * 30 + 8
-    proposals = [Instances(IMAGE_SIZE, proposal_boxes=Boxes(torch.cat([b[0], b[0] + b[1]], 1)))
-                 for b in zip(xy, wh)]
+    proposals = [
+        Instances(IMAGE_SIZE, proposal_boxes=Boxes(torch.cat([b[0], b[0] + b[1]], 1)))
+        for b in zip(xy, wh)
+    ]
     seen = []
     heads.reg_heads[0].register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
     results = {}
     with torch.no_grad():
         features = _features(2)
-        scores = torch.softmax(heads._classify(heads.box_pooler(
-            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals])), -1)
+        scores = torch.softmax(
+            heads._classify(
+                heads.box_pooler(
+                    [features[f] for f in heads.box_in_features],
+                    [p.proposal_boxes for p in proposals],
+                )
+            ),
+            -1,
+        )
         heads.test_score_thresh = float(scores[:, :-1].max(1).values.median())
         for fast in (False, True):
             heads.fast_path = fast

@@ -1,7 +1,6 @@
 """Positive-only regression sampling."""
 
 import torch
-
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage

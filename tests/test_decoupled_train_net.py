@@ -1,6 +1,6 @@
 """train_net.py with the Decoupled R-CNN shapes configs: a few iterations, evaluation, and DDP."""
-import pytest
 
+import pytest
 from conftest import TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/drcnn_cascade.yaml"

@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader

@@ -3,6 +3,7 @@
 (`--num-machines 2 --machine-rank {0,1} --dist-url tcp://...`): both ranks log, their losses are
 averaged into metrics.json, evaluation gathers the detections of both ranks, and metrics.json
 and the TensorBoard events hold every loss term."""
+
 import glob
 import json
 import os
@@ -12,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_OPTS, free_port
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, TINY_OPTS, free_port
 from detcommon.monitor import RANK_LOSS_LOG_ENV
 
 NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images
@@ -25,7 +26,11 @@ HEAD_LOSSES = {
 
 
 # (model, launcher): every model with --num-gpus, Double-Head-Ext with the other launchers.
-RUNS = [*((model, "num_gpus") for model in sorted(HEAD_LOSSES)), ("dh_ext", "torchrun"), ("dh_ext", "two_machines")]
+RUNS = [
+    *((model, "num_gpus") for model in sorted(HEAD_LOSSES)),
+    ("dh_ext", "torchrun"),
+    ("dh_ext", "two_machines"),
+]
 
 
 def _commands(launcher, args):
@@ -34,11 +39,29 @@ def _commands(launcher, args):
     if launcher == "num_gpus":
         return [[sys.executable, train_net, "--num-gpus", "2", *args]]
     if launcher == "torchrun":
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+        torchrun = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+        ]
         return [[*torchrun, train_net, *args]]
     url = f"tcp://127.0.0.1:{free_port()}"
     return [
-        [sys.executable, train_net, "--num-machines", "2", "--machine-rank", str(m), "--dist-url", url, *args]
+        [
+            sys.executable,
+            train_net,
+            "--num-machines",
+            "2",
+            "--machine-rank",
+            str(m),
+            "--dist-url",
+            url,
+            *args,
+        ]
         for m in (0, 1)
     ]
 
@@ -52,9 +75,15 @@ def ddp_run(request, tiny_val, tmp_path_factory):
         "--config-file", f"configs/shapes/{model}.yaml", *tiny_val, *TINY_OPTS,
         "SOLVER.MAX_ITER", "3", "DATASETS.TEST", "('tiny_val',)", "OUTPUT_DIR", out,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", RANK_LOSS_LOG_ENV: os.path.join(out, "rank_losses")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        RANK_LOSS_LOG_ENV: os.path.join(out, "rank_losses"),
+    }
     procs = [
-        subprocess.Popen(c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            c, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for c in _commands(launcher, args)
     ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
@@ -75,13 +104,17 @@ def test_metrics_are_the_mean_of_both_ranks_losses(ddp_run):
     (final,) = [row for row in _jsonl(os.path.join(out, "metrics.json")) if "total_loss" in row]
     assert final["iteration"] == 2
     loss_names = [k for k in ranks[0][0] if k != "iteration"]
-    assert any(ranks[0][0][k] != ranks[1][0][k] for k in loss_names)  # the ranks saw different images
+    assert any(
+        ranks[0][0][k] != ranks[1][0][k] for k in loss_names
+    )  # the ranks saw different images
     # Every iteration's losses are averaged over the ranks; metrics.json holds the median over
     # the (here three) iterations of that average, as Detectron2's JSONWriter smooths them.
     means = {k: [np.mean([rows[i][k] for rows in ranks]) for i in range(3)] for k in loss_names}
     for name, values in means.items():
         assert final[name] == pytest.approx(np.median(values), rel=1e-5), name
-    assert final["total_loss"] == pytest.approx(np.median(np.sum(list(means.values()), axis=0)), rel=1e-5)
+    assert final["total_loss"] == pytest.approx(
+        np.median(np.sum(list(means.values()), axis=0)), rel=1e-5
+    )
 
 
 def test_evaluation_gathers_the_detections_of_both_ranks(ddp_run):
@@ -92,7 +125,9 @@ def test_evaluation_gathers_the_detections_of_both_ranks(ddp_run):
         rank1_log = f.read()
     assert "Rank of current process: 0. World size: 2" in main_log
     assert "Rank of current process: 1. World size: 2" in rank1_log
-    assert "Start inference on 3 batches" in main_log and "Start inference on 2 batches" in rank1_log
+    assert (
+        "Start inference on 3 batches" in main_log and "Start inference on 2 batches" in rank1_log
+    )
     predictions_file = os.path.join(out, "inference", "tiny_val", "instances_predictions.pth")
     predictions = torch.load(predictions_file, weights_only=False)
     assert sorted(p["image_id"] for p in predictions) == list(range(1, NUM_VAL_IMAGES + 1))

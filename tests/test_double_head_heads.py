@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-
+from conftest import TINY_OPTS, run_train_net, tiny_double_head_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
@@ -21,7 +21,6 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from detectron2.utils.testing import assert_instances_allclose
 
-from conftest import TINY_OPTS, run_train_net, tiny_double_head_cfg
 from detcommon import add_common_config
 from detcommon.poolers import EnlargedROIPooler, enlarge_boxes
 from double_head import (
@@ -325,9 +324,10 @@ def test_every_config_builds_its_heads():
     built = {}
     for path in CONFIGS:
         heads = build_roi_heads(_coco_cfg(path), shapes)
-        built[os.path.basename(path)[: -len(".yaml")]] = {
-            b: type(h) for b, h in heads.box_heads.items()
-        }, heads
+        built[os.path.basename(path)[: -len(".yaml")]] = (
+            {b: type(h) for b, h in heads.box_heads.items()},
+            heads,
+        )
     assert len(built) >= 20
     fc, conv = FastRCNNConvFCHead, DoubleHeadConvHead
     expected = {

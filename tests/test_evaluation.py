@@ -1,4 +1,5 @@
 """The evaluator's extra AP columns on a hand-built case whose APs are known exactly."""
+
 import json
 
 import pytest
@@ -22,8 +23,22 @@ def tiny_dataset(tmp_path_factory):
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "height": 200, "width": 200}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10000, "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 100, 100], "area": 10000, "iscrowd": 0},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [0, 0, 100, 100],
+                "area": 10000,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 2,
+                "bbox": [0, 0, 100, 100],
+                "area": 10000,
+                "iscrowd": 0,
+            },
         ],
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
     }
@@ -37,8 +52,12 @@ def test_extra_columns_match_hand_computation(tiny_dataset):
     name, root = tiny_dataset
     # Class a is found at IoU 0.82, class b at IoU 0.62, one detection each with score 0.9.
     boxes = torch.tensor([_box_with_iou(0.82), _box_with_iou(0.62)])
-    inst = Instances((200, 200), pred_boxes=Boxes(boxes), scores=torch.tensor([0.9, 0.9]),
-                     pred_classes=torch.tensor([0, 1]))
+    inst = Instances(
+        (200, 200),
+        pred_boxes=Boxes(boxes),
+        scores=torch.tensor([0.9, 0.9]),
+        pred_classes=torch.tensor([0, 1]),
+    )
     evaluator = PaperCOCOEvaluator(name, output_dir=str(root / "out"))
     evaluator.reset()
     evaluator.process([{"image_id": 1}], [{"instances": inst}])
@@ -58,8 +77,12 @@ def test_no_predictions_gives_nan_columns(tiny_dataset):
     name, root = tiny_dataset
     evaluator = PaperCOCOEvaluator(name, output_dir=str(root / "out2"))
     evaluator.reset()
-    empty = Instances((200, 200), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
-                      pred_classes=torch.zeros(0, dtype=torch.long))
+    empty = Instances(
+        (200, 200),
+        pred_boxes=Boxes(torch.zeros(0, 4)),
+        scores=torch.zeros(0),
+        pred_classes=torch.zeros(0, dtype=torch.long),
+    )
     evaluator.process([{"image_id": 1}], [{"instances": empty}])
     res = evaluator.evaluate()["bbox"]
     assert all(res[k] != res[k] for k in ("AP", "AP60", "AP90"))  # NaN, as Detectron2 reports

@@ -1,13 +1,19 @@
 """detcommon.heads: every RoI-heads class answers the analysis tools through one protocol
 (named_box_heads, predict_per_head, disable_fast_paths); Detectron2's StandardROIHeads is covered
 by the shared functions, and anything else is refused with a message saying what is needed."""
+
 import pytest
 import torch
+from conftest import tiny_double_head_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
-from conftest import tiny_double_head_cfg
-from detcommon.heads import disable_fast_paths, named_box_heads, predict_per_head, select_class_boxes
+from detcommon.heads import (
+    disable_fast_paths,
+    named_box_heads,
+    predict_per_head,
+    select_class_boxes,
+)
 
 
 def _model(config, opts=()):
@@ -33,10 +39,13 @@ def test_head_names_of_every_kind_of_roi_heads():
     assert list(named_box_heads(_model("configs/shapes/dh_ext.yaml").roi_heads)) == ["fc", "conv"]
     cascade = _model("configs/shapes/drcnn_cascade.yaml").roi_heads
     assert list(named_box_heads(cascade)) == [
-        "classifier", *(f"regressor_stage{k + 1}" for k in range(len(cascade.reg_heads)))
+        "classifier",
+        *(f"regressor_stage{k + 1}" for k in range(len(cascade.reg_heads))),
     ]
     # A StandardROIHeads whose box head is Double-Head's conv-head: named by its analysis_name.
-    conv = _model("configs/shapes/faster_rcnn.yaml", ["MODEL.ROI_BOX_HEAD.NAME", "DoubleHeadConvHead"])
+    conv = _model(
+        "configs/shapes/faster_rcnn.yaml", ["MODEL.ROI_BOX_HEAD.NAME", "DoubleHeadConvHead"]
+    )
     assert list(named_box_heads(conv.roi_heads)) == ["conv"]
 
 
@@ -49,7 +58,9 @@ def test_predict_per_head_of_the_baseline_selects_the_asked_class():
     boxes = torch.tensor([[4.0, 4.0, 30.0, 30.0], [10.0, 8.0, 50.0, 40.0]])
     classes = torch.tensor([0, 3])
     with torch.no_grad():
-        (out,) = predict_per_head(heads, features, [Instances((64, 64), proposal_boxes=Boxes(boxes))], classes).values()
+        (out,) = predict_per_head(
+            heads, features, [Instances((64, 64), proposal_boxes=Boxes(boxes))], classes
+        ).values()
         pooled = heads.box_pooler(features, [Boxes(boxes)])
         scores, deltas = heads.box_predictor(heads.box_head(pooled))
     probs = scores.softmax(-1)
@@ -59,12 +70,18 @@ def test_predict_per_head_of_the_baseline_selects_the_asked_class():
 
 
 def test_unknown_roi_heads_are_refused_naming_the_protocol():
-    with pytest.raises(ValueError, match="do not know RoI heads Linear: .* named_box_heads\\(\\) and predict_per_head"):
+    with pytest.raises(
+        ValueError,
+        match="do not know RoI heads Linear: .* named_box_heads\\(\\) and predict_per_head",
+    ):
         named_box_heads(nn.Linear(2, 2))
 
 
 def test_select_class_boxes():
     x = torch.arange(2 * 12, dtype=torch.float32).view(2, 12)  # K = 3 classes
-    assert select_class_boxes(x, torch.tensor([2, 0])).tolist() == [x[0, 8:12].tolist(), x[1, 0:4].tolist()]
+    assert select_class_boxes(x, torch.tensor([2, 0])).tolist() == [
+        x[0, 8:12].tolist(),
+        x[1, 0:4].tolist(),
+    ]
     agnostic = torch.rand(2, 4)
     assert select_class_boxes(agnostic, torch.tensor([1, 2])) is agnostic

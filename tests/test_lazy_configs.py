@@ -2,28 +2,31 @@
 every module's settings), optimizer, schedule and data as the YAML twin; the same detections
 and losses with the same weights; the same checks, naming lazy keys; and train_net.py's lazy path
 end to end (train with evaluation and best checkpoint, --resume, --eval-only)."""
+
 import inspect
 import json
 import os
 
 import pytest
 import torch
+from conftest import REPO, run_train_net
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
-
-from conftest import REPO, run_train_net
 
 COCO = [
     "faster_rcnn_R50_FPN_1x", "dh_faster_rcnn_R50_FPN_1x", "dh_R50_FPN_1x", "dh_ext_R50_FPN_1x", "dh_ext_R101_FPN_1x",
     "drcnn_faster_rcnn_R50_FPN_1x", "drcnn_R50_FPN_1x", "drcnn_cascade_R50_FPN_1x", "drcnn_cascade_R50_FPN_2x",
     "drcnn_cascade_R101_FPN_2x", "drcnn_dh_R50_FPN_1x",
 ]  # fmt: skip
-SHAPES = [f"shapes/{name}" for name in ("faster_rcnn", "dh", "dh_ext", "drcnn", "drcnn_cascade", "drcnn_dh")]
+SHAPES = [
+    f"shapes/{name}"
+    for name in ("faster_rcnn", "dh", "dh_ext", "drcnn", "drcnn_cascade", "drcnn_dh")
+]
 
 # train_net.py's TINY_OPTS (conftest.py) as lazy overrides.
 LAZY_TINY = [
@@ -107,8 +110,10 @@ def plain(value):
 
 def settings(model):
     """Module name -> its own attributes (settings from from_config or the lazy arguments)."""
-    own = lambda m: {k: plain(v) for k, v in vars(m).items() if k not in _MODULE_INTERNALS}
-    return {name: own(m) for name, m in model.named_modules()}
+    return {
+        name: {k: plain(v) for k, v in vars(m).items() if k not in _MODULE_INTERNALS}
+        for name, m in model.named_modules()
+    }
 
 
 def param_groups(optimizer, model):
@@ -121,19 +126,31 @@ def param_groups(optimizer, model):
     return sorted(groups)
 
 
+def _count(model, trainable=False):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def _shapes(model):
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def _frozen(model):
+    return sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+
+
 @pytest.mark.parametrize("name", COCO + SHAPES)
 def test_twin_builds_the_yaml_model_and_optimizer(name):
     from detcommon.lazy import build_optimizer as build_lazy_optimizer
 
     yaml_model, lazy_model = build_twins(name)
-    count = lambda m, trainable=False: sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)
-    assert count(lazy_model) == count(yaml_model) and count(lazy_model, True) == count(yaml_model, True)
-    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}
-    assert shapes(lazy_model) == shapes(yaml_model)
-    frozen = lambda m: sorted(n for n, p in m.named_parameters() if not p.requires_grad)
-    assert frozen(lazy_model) == frozen(yaml_model)
+    for trainable in (False, True):
+        assert _count(lazy_model, trainable) == _count(yaml_model, trainable)
+    assert _shapes(lazy_model) == _shapes(yaml_model)
+    assert _frozen(lazy_model) == _frozen(yaml_model)
     yaml_buffers, lazy_buffers = dict(yaml_model.named_buffers()), dict(lazy_model.named_buffers())
-    assert lazy_buffers.keys() == yaml_buffers.keys()  # anchors and pixel mean too (not in state_dict)
+    assert (
+        lazy_buffers.keys() == yaml_buffers.keys()
+    )  # anchors and pixel mean too (not in state_dict)
     assert all(torch.equal(lazy_buffers[k], yaml_buffers[k]) for k in yaml_buffers)
     yaml_settings, lazy_settings = settings(yaml_model), settings(lazy_model)
     assert lazy_settings.keys() == yaml_settings.keys()
@@ -141,7 +158,10 @@ def test_twin_builds_the_yaml_model_and_optimizer(name):
         assert lazy_settings[module] == yaml_settings[module], module
 
     cfg, lazy = yaml_cfg(name), lazy_cfg(name)
-    yaml_optimizer, lazy_optimizer = build_optimizer(cfg, yaml_model), build_lazy_optimizer(lazy, lazy_model)
+    yaml_optimizer, lazy_optimizer = (
+        build_optimizer(cfg, yaml_model),
+        build_lazy_optimizer(lazy, lazy_model),
+    )
     assert type(lazy_optimizer) is type(yaml_optimizer)
     assert param_groups(lazy_optimizer, lazy_model) == param_groups(yaml_optimizer, yaml_model)
 
@@ -155,19 +175,38 @@ def test_twin_has_the_yaml_solver_schedule_and_data(name):
     assert set(lazy.keys()) == {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
     s, train, loader = cfg.SOLVER, lazy.train, lazy.dataloader
     optimizer, params = lazy.optimizer, lazy.optimizer.params
-    assert (optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (s.BASE_LR, s.MOMENTUM, s.WEIGHT_DECAY)
+    assert (optimizer.lr, optimizer.momentum, optimizer.weight_decay) == (
+        s.BASE_LR,
+        s.MOMENTUM,
+        s.WEIGHT_DECAY,
+    )
     assert (params.bias_lr_factor, params.weight_decay_bias, params.weight_decay_norm) == (
         s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS, s.WEIGHT_DECAY_NORM
     )  # fmt: skip
     assert train.max_iter == s.MAX_ITER and tuple(lazy.lr_multiplier.steps) == s.STEPS
-    assert (lazy.lr_multiplier.warmup_iters, lazy.lr_multiplier.warmup_factor) == (s.WARMUP_ITERS, s.WARMUP_FACTOR)
+    assert (lazy.lr_multiplier.warmup_iters, lazy.lr_multiplier.warmup_factor) == (
+        s.WARMUP_ITERS,
+        s.WARMUP_FACTOR,
+    )
     # the multiplier itself, at the iterations around each change
-    yaml_sched = build_lr_scheduler(cfg, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0))._multiplier
+    yaml_sched = build_lr_scheduler(
+        cfg, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    )._multiplier
     lazy_sched = instantiate(lazy.lr_multiplier)
-    for it in sorted({0, 1, s.MAX_ITER - 1} | {max(0, x + d) for x in (s.WARMUP_ITERS, *s.STEPS) for d in (-1, 0, 1)}):
+    for it in sorted(
+        {0, 1, s.MAX_ITER - 1}
+        | {max(0, x + d) for x in (s.WARMUP_ITERS, *s.STEPS) for d in (-1, 0, 1)}
+    ):
         assert lazy_sched(it / train.max_iter) == yaml_sched(it / s.MAX_ITER), it
-    assert loader.train.total_batch_size == s.IMS_PER_BATCH and train.checkpointer.period == s.CHECKPOINT_PERIOD
-    assert (train.init_checkpoint, train.output_dir, train.seed) == (cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, cfg.SEED)
+    assert (
+        loader.train.total_batch_size == s.IMS_PER_BATCH
+        and train.checkpointer.period == s.CHECKPOINT_PERIOD
+    )
+    assert (train.init_checkpoint, train.output_dir, train.seed) == (
+        cfg.MODEL.WEIGHTS,
+        cfg.OUTPUT_DIR,
+        cfg.SEED,
+    )
     assert (train.eval_period, train.amp.enabled) == (cfg.TEST.EVAL_PERIOD, s.AMP.ENABLED)
     assert list(loader.train.dataset.names) == list(cfg.DATASETS.TRAIN)
     assert list(loader.test.dataset.names) == list(cfg.DATASETS.TEST)
@@ -177,7 +216,9 @@ def test_twin_has_the_yaml_solver_schedule_and_data(name):
     # input sizes, flip, format: the instantiated mappers against the YAML path's
     for is_train, node in ((True, loader.train.mapper), (False, loader.test.mapper)):
         mapper = instantiate(node)
-        assert plain(vars(mapper)) == plain(vars(CheckedDatasetMapper(cfg, is_train=is_train))), is_train
+        assert plain(vars(mapper)) == plain(vars(CheckedDatasetMapper(cfg, is_train=is_train))), (
+            is_train
+        )
     assert lazy.dataloader.evaluator._target_ is PaperCOCOEvaluator
     # test thresholds, wherever the model's modules take them
     thresholds = {"test_score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
@@ -193,7 +234,13 @@ def test_twin_has_the_yaml_solver_schedule_and_data(name):
 
 def _keys(node, path):
     """(dotted path, key) of every dict key under `node`."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for k, v in items:
         yield f"{path}.{k}", k
         yield from _keys(v, f"{path}.{k}")
@@ -216,8 +263,12 @@ def shapes_sample():
     import detcommon  # noqa: F401  registers the shapes datasets
 
     record = DatasetCatalog.get("shapes_val")[0]
-    image = torch.as_tensor(read_image(record["file_name"], format="BGR").transpose(2, 0, 1).copy()).float()
-    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+    image = torch.as_tensor(
+        read_image(record["file_name"], format="BGR").transpose(2, 0, 1).copy()
+    ).float()
+    boxes = [
+        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]
+    ]
     gt = Instances(image.shape[1:], gt_boxes=Boxes(torch.tensor(boxes)),
                    gt_classes=torch.tensor([a["category_id"] for a in record["annotations"]]))  # fmt: skip
     return {"image": image, "height": image.shape[1], "width": image.shape[2], "instances": gt}
@@ -285,12 +336,20 @@ def test_lazy_overrides_and_datasets_are_checked():
     with pytest.raises(ValueError, match="takes key=value overrides"):
         lazy_cfg("shapes/faster_rcnn", ["SOLVER.MAX_ITER", "4"])
     assert lazy_cfg("shapes/faster_rcnn", ["+train.note=x"]).train.note == "x"
-    classes = r"has 5 classes but model.roi_heads.num_classes is 3: add `model.roi_heads.num_classes=5`"
+    classes = (
+        r"has 5 classes but model.roi_heads.num_classes is 3: add `model.roi_heads.num_classes=5`"
+    )
     with pytest.raises(ValueError, match=classes):
         register_lazy_datasets(lazy_cfg("shapes/faster_rcnn", ["model.roi_heads.num_classes=3"]))
-    with pytest.raises(ValueError, match=r"dataloader.test.dataset.names names 'nowhere', which is not registered"):
-        register_lazy_datasets(lazy_cfg("shapes/faster_rcnn", ["dataloader.test.dataset.names=[nowhere]"]))
-    with pytest.raises(ValueError, match=r"--eval-only needs trained weights: pass train.init_checkpoint="):
+    with pytest.raises(
+        ValueError, match=r"dataloader.test.dataset.names names 'nowhere', which is not registered"
+    ):
+        register_lazy_datasets(
+            lazy_cfg("shapes/faster_rcnn", ["dataloader.test.dataset.names=[nowhere]"])
+        )
+    with pytest.raises(
+        ValueError, match=r"--eval-only needs trained weights: pass train.init_checkpoint="
+    ):
         check_weights_for_eval("", "train.init_checkpoint")
     with pytest.raises(FileNotFoundError, match="does not exist; nothing to evaluate"):
         check_weights_for_eval("/nonexistent/model_final.pth", "train.init_checkpoint")
@@ -305,30 +364,60 @@ def test_train_resume_and_eval_only_through_the_lazy_path(tmp_path, tiny_val):
     """train_net.py --config-file configs/lazy/shapes/dh_ext.py: a 4-iteration run evaluated at
     iterations 2 and 4 with a best checkpoint, continued by --resume, evaluated by --eval-only."""
     out = str(tmp_path / "run")
-    data = [*tiny_val, "dataloader.train.dataset.names=[tiny_val]", "dataloader.test.dataset.names=[tiny_val]"]
+    data = [
+        *tiny_val,
+        "dataloader.train.dataset.names=[tiny_val]",
+        "dataloader.test.dataset.names=[tiny_val]",
+    ]
     config = ["--config-file", "configs/lazy/shapes/dh_ext.py"]
     code, log = run_train_net(
         *config, *data, *LAZY_TINY, "train.eval_period=2", "train.best_checkpoint.metric=bbox/AP50",
         f"train.output_dir={out}",
     )  # fmt: skip
     assert code == 0, log[-3000:]
-    assert "Starting training from iteration 0" in log and "Box AP with the Decoupled R-CNN paper's columns" in log
-    for name in ("model_0000001.pth", "model_0000003.pth", "model_final.pth", "model_best.pth", "config.yaml"):
+    assert (
+        "Starting training from iteration 0" in log
+        and "Box AP with the Decoupled R-CNN paper's columns" in log
+    )
+    for name in (
+        "model_0000001.pth",
+        "model_0000003.pth",
+        "model_final.pth",
+        "model_best.pth",
+        "config.yaml",
+    ):
         assert os.path.isfile(os.path.join(out, name)), name
     with open(os.path.join(out, "last_checkpoint")) as f:
         assert f.read().strip() == "model_final.pth"
     saved = LazyConfig.load(os.path.join(out, "config.yaml"))  # the run's full config, as given
-    assert saved.train.max_iter == 4 and list(saved.dataloader.register_coco) == [list(tiny_val[1:])]
-    checkpoint = torch.load(os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False)
-    assert checkpoint["iteration"] == 3 and "optimizer" in checkpoint["trainer"]["_trainer"]  # DefaultTrainer's layout
+    assert saved.train.max_iter == 4 and list(saved.dataloader.register_coco) == [
+        list(tiny_val[1:])
+    ]
+    checkpoint = torch.load(
+        os.path.join(out, "model_final.pth"), map_location="cpu", weights_only=False
+    )
+    assert (
+        checkpoint["iteration"] == 3 and "optimizer" in checkpoint["trainer"]["_trainer"]
+    )  # DefaultTrainer's layout
     rows = _metrics(out)
     losses = [r for r in rows if "total_loss" in r]
     assert losses[-1]["iteration"] == 3
-    for key in ("loss_cls_fc", "loss_box_reg_fc", "loss_cls_conv", "loss_box_reg_conv", "loss_rpn_cls"):
+    for key in (
+        "loss_cls_fc",
+        "loss_box_reg_fc",
+        "loss_cls_conv",
+        "loss_box_reg_conv",
+        "loss_rpn_cls",
+    ):
         assert key in losses[-1]
-    assert [r["iteration"] for r in rows if "bbox/AP50" in r] == [1, 4]  # after iteration 1 and at the end
+    assert [r["iteration"] for r in rows if "bbox/AP50" in r] == [
+        1,
+        4,
+    ]  # after iteration 1 and at the end
 
-    code, log = run_train_net(*config, "--resume", *data, *LAZY_TINY, "train.max_iter=6", f"train.output_dir={out}")
+    code, log = run_train_net(
+        *config, "--resume", *data, *LAZY_TINY, "train.max_iter=6", f"train.output_dir={out}"
+    )
     assert code == 0, log[-3000:]
     assert "Starting training from iteration 4" in log
     assert max(r["iteration"] for r in _metrics(out) if "total_loss" in r) == 5

@@ -1,5 +1,6 @@
 """tools/plot_metrics.py: every loss term and bbox AP column of each run's metrics.json drawn
 against iterations, one line per run, with exactly the file's values."""
+
 import json
 import os
 
@@ -22,7 +23,12 @@ RUNS = {
     "dh_ext": [
         {"iteration": 19, "total_loss": 3.0, "loss_cls_fc": 1.4, "loss_box_reg_conv": 1.6},
         {"iteration": 39, "total_loss": 2.5, "loss_cls_fc": 1.0, "loss_box_reg_conv": 1.5},
-        {"iteration": 39, "total_loss": 2.4, "loss_cls_fc": 0.9, "loss_box_reg_conv": 1.5},  # after --resume
+        {
+            "iteration": 39,
+            "total_loss": 2.4,
+            "loss_cls_fc": 0.9,
+            "loss_box_reg_conv": 1.5,
+        },  # after --resume
         {"iteration": 39, "bbox/AP": 12.0, "bbox/AP50": 25.0},
     ],
 }
@@ -44,9 +50,13 @@ def _expected(key):
     for name, rows in RUNS.items():
         # training rows follow their 0-based iteration; the final evaluation is logged at
         # MAX_ITER itself, beyond every training row
-        last_train = max(row["iteration"] for row in rows if not any(k.startswith("bbox/") for k in row))
+        last_train = max(
+            row["iteration"] for row in rows if not any(k.startswith("bbox/") for k in row)
+        )
         points = {
-            row["iteration"] + (not key.startswith("bbox/") or row["iteration"] <= last_train): row[key]
+            row["iteration"] + (not key.startswith("bbox/") or row["iteration"] <= last_train): row[
+                key
+            ]
             for row in rows
             if key in row
         }
@@ -68,7 +78,10 @@ def test_plots_every_loss_term_and_ap_column_with_the_files_values(tmp_path):
     assert list(ap) == ["bbox/AP", "bbox/AP50"]  # neither per-class APs nor total_loss or lr
     for key, drawn in [*losses.items(), *ap.items()]:
         assert drawn == _expected(key), key
-    assert ap["bbox/AP"] == {"faster_rcnn": ([40, 60], [10.0, 15.0]), "dh_ext": ([40], [12.0])}  # side by side
+    assert ap["bbox/AP"] == {
+        "faster_rcnn": ([40, 60], [10.0, 15.0]),
+        "dh_ext": ([40], [12.0]),
+    }  # side by side
     for path in written:
         assert _drawn_pixels(path) > 0.01, path
 
@@ -80,7 +93,9 @@ def test_runs_without_evaluation_give_only_losses(tmp_path):
         f.write(json.dumps(RUNS["faster_rcnn"][0]) + "\n")
     written = plot_runs([str(run)], str(tmp_path / "curves"))
     assert list(written) == [str(tmp_path / "curves" / "losses.png")]
-    assert written[str(tmp_path / "curves" / "losses.png")]["loss_cls"] == {"no_eval": ([20], [1.2])}
+    assert written[str(tmp_path / "curves" / "losses.png")]["loss_cls"] == {
+        "no_eval": ([20], [1.2])
+    }
 
 
 def test_runs_of_the_same_folder_name_are_labelled_by_their_path(tmp_path):

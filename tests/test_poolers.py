@@ -6,7 +6,6 @@ import warnings
 
 import pytest
 import torch
-
 from detectron2.layers import ROIAlign
 from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
 from detectron2.structures import Boxes

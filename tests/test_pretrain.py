@@ -1,4 +1,5 @@
 """The pretrained shapes backbone: crops, cache verification, and loading into every model."""
+
 import dataclasses
 import json
 import os
@@ -36,7 +37,9 @@ def test_cache_is_made_once_verified_and_remade_when_corrupt(tmp_path):
         manifest = json.load(f)
     assert manifest["recipe"] == TINY.to_dict() and 0 <= manifest["heldout_accuracy"] <= 1
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint["model"] and all(k.startswith("backbone.bottom_up.") for k in checkpoint["model"])
+    assert checkpoint["model"] and all(
+        k.startswith("backbone.bottom_up.") for k in checkpoint["model"]
+    )
     # intact: not trained again
     with mock.patch.object(pretrain, "pretrain", side_effect=AssertionError("retrained")):
         assert ensure_pretrained("tiny", root=str(tmp_path), recipe=TINY) == path
@@ -55,10 +58,9 @@ def test_cache_is_made_once_verified_and_remade_when_corrupt(tmp_path):
 
 
 def test_weights_load_into_every_backbone_parameter_of_a_shapes_model(tmp_path):
+    from conftest import tiny_double_head_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
-
-    from conftest import tiny_double_head_cfg
 
     path = ensure_pretrained("tiny", root=str(tmp_path), recipe=TINY)
     cfg = tiny_double_head_cfg()

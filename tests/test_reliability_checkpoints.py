@@ -2,6 +2,7 @@
 or met by --resume fails naming the file (--resume falls back to the newest readable checkpoint
 with a warning, never silently from scratch); a checkpoint write that fails with ENOSPC stops
 training naming the directory, and --resume continues from the previous checkpoint."""
+
 import errno
 import logging
 import os
@@ -10,12 +11,12 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, TINY_OPTS, run_train_net
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 from torch import nn
 
 import detcommon.checkpoint
-from conftest import REPO, TINY_OPTS, run_train_net
 from detcommon.checkpoint import AtomicCheckpointer, CheckpointReadError
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -76,7 +77,9 @@ def caplog(caplog, monkeypatch):
 def checkpoints(tmp_path):
     """model_0000001.pth, model_0000003.pth and model_final.pth of a Linear model (weights seeded
     0, 1, 2); last_checkpoint names model_final.pth."""
-    for seed, (name, iteration) in enumerate([("model_0000001", 1), ("model_0000003", 3), ("model_final", 3)]):
+    for seed, (name, iteration) in enumerate(
+        [("model_0000001", 1), ("model_0000003", 3), ("model_final", 3)]
+    ):
         AtomicCheckpointer(_model(seed), str(tmp_path)).save(name, iteration=iteration)
     return tmp_path
 
@@ -97,11 +100,20 @@ BAD_FILES = {
     "missing": (None, "does not exist"),
     "truncated": (_truncate, "is truncated or corrupt (RuntimeError: PytorchStreamReader failed"),
     "empty": (lambda p: _write(p, b""), "is empty"),
-    "text": (lambda p: _write(p, b"not a checkpoint\n"), "is truncated or not a PyTorch/Detectron2 checkpoint"),
-    "jpeg": (lambda p: _write(p, b"\xff\xd8\xff\xe0" + bytes(200)), "is truncated or not a PyTorch/Detectron2"),
+    "text": (
+        lambda p: _write(p, b"not a checkpoint\n"),
+        "is truncated or not a PyTorch/Detectron2 checkpoint",
+    ),
+    "jpeg": (
+        lambda p: _write(p, b"\xff\xd8\xff\xe0" + bytes(200)),
+        "is truncated or not a PyTorch/Detectron2",
+    ),
     "list": (lambda p: torch.save([1, 2], p), "is not a checkpoint: it holds a list"),
     "tensor": (lambda p: torch.save(torch.ones(2), p), "is not a checkpoint: it holds a Tensor"),
-    "no weights": (lambda p: torch.save({"lr": 0.1}, p), "is not a checkpoint: its weights are float, not tensors"),
+    "no weights": (
+        lambda p: torch.save({"lr": 0.1}, p),
+        "is not a checkpoint: its weights are float, not tensors",
+    ),
 }
 
 
@@ -115,7 +127,9 @@ def test_bad_model_weights_name_the_file_and_the_fix(checkpoints, kind):
         make(path)
     with pytest.raises(CheckpointReadError) as e:
         AtomicCheckpointer(_model()).resume_or_load(path, resume=False)
-    assert f"MODEL.WEIGHTS: Checkpoint '{path}' " in str(e.value) or f"File '{path}' " in str(e.value)
+    assert f"MODEL.WEIGHTS: Checkpoint '{path}' " in str(e.value) or f"File '{path}' " in str(
+        e.value
+    )
     assert problem in str(e.value) and FIX in str(e.value)
 
 
@@ -128,7 +142,7 @@ class _TestWeights(PathHandler):
         return ["test-weights://"]
 
     def _get_local_path(self, path, **kwargs):
-        return os.path.join(self.directory, path[len("test-weights://"):])
+        return os.path.join(self.directory, path[len("test-weights://") :])
 
 
 PathManager.register_handler(_TestWeights())
@@ -140,8 +154,12 @@ def test_url_like_weights_resolve_through_the_path_manager(checkpoints):
     AtomicCheckpointer(model).resume_or_load("test-weights://model_0000003.pth", resume=False)
     assert torch.equal(model.weight, _model(1).weight)
     _truncate(checkpoints / "model_0000001.pth")
-    with pytest.raises(CheckpointReadError, match=f"'{checkpoints}/model_0000001.pth' is truncated or corrupt"):
-        AtomicCheckpointer(_model()).resume_or_load("test-weights://model_0000001.pth", resume=False)
+    with pytest.raises(
+        CheckpointReadError, match=f"'{checkpoints}/model_0000001.pth' is truncated or corrupt"
+    ):
+        AtomicCheckpointer(_model()).resume_or_load(
+            "test-weights://model_0000001.pth", resume=False
+        )
 
 
 def test_resume_falls_back_to_the_newest_readable_checkpoint(checkpoints, caplog):
@@ -154,7 +172,9 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(checkpoints, caplog
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert f"Checkpoint '{checkpoints}/model_final.pth' is truncated or corrupt" in warning
     assert f"Checkpoint '{checkpoints}/model_0000003.pth' is truncated or not a PyTorch" in warning
-    assert f"Resumed from {checkpoints}/model_0000001.pth, the newest readable checkpoint" in warning
+    assert (
+        f"Resumed from {checkpoints}/model_0000001.pth, the newest readable checkpoint" in warning
+    )
 
 
 def test_resume_without_last_checkpoint_takes_the_newest(checkpoints, caplog):
@@ -163,7 +183,10 @@ def test_resume_without_last_checkpoint_takes_the_newest(checkpoints, caplog):
     with caplog.at_level(logging.WARNING, logger="detcommon.checkpoint"):
         AtomicCheckpointer(model, str(checkpoints)).resume_or_load("", resume=True)
     assert torch.equal(model.weight, _model(2).weight)  # model_final.pth
-    assert f"{checkpoints}/last_checkpoint is missing. Resumed from {checkpoints}/model_final.pth" in caplog.text
+    assert (
+        f"{checkpoints}/last_checkpoint is missing. Resumed from {checkpoints}/model_final.pth"
+        in caplog.text
+    )
 
 
 def test_resume_never_starts_from_scratch_when_no_checkpoint_is_readable(checkpoints):
@@ -181,7 +204,9 @@ def test_resume_in_an_empty_directory_starts_from_model_weights(tmp_path):
 
 
 @pytest.mark.parametrize("target", ["model_0000003", "last_checkpoint"])
-def test_a_full_disk_names_the_directory_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, target):
+def test_a_full_disk_names_the_directory_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, target
+):
     checkpointer = AtomicCheckpointer(_model(), str(tmp_path))
     checkpointer.save("model_0000001", iteration=1)
     monkeypatch.setattr(detcommon.checkpoint, "open", _full_disk_for(target, room=5), raising=False)
@@ -194,9 +219,15 @@ def test_a_full_disk_names_the_directory_and_keeps_the_previous_checkpoint(tmp_p
         "to another disk), then rerun with --resume"
     )
     monkeypatch.undo()
-    written = ["model_0000003.pth"] if target == "last_checkpoint" else []  # complete, not yet named
-    assert sorted(os.listdir(tmp_path)) == sorted(["last_checkpoint", "model_0000001.pth", *written])
-    assert AtomicCheckpointer(_model(), str(tmp_path)).resume_or_load("", resume=True) == {"iteration": 1}
+    written = (
+        ["model_0000003.pth"] if target == "last_checkpoint" else []
+    )  # complete, not yet named
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["last_checkpoint", "model_0000001.pth", *written]
+    )
+    assert AtomicCheckpointer(_model(), str(tmp_path)).resume_or_load("", resume=True) == {
+        "iteration": 1
+    }
 
 
 # End to end through train_net.py.
@@ -217,7 +248,10 @@ def test_training_from_a_non_checkpoint_names_the_file(tmp_path):
     code, log = run_train_net("--config-file", CONFIG, *TINY_OPTS, "MODEL.WEIGHTS", weights,
                               "OUTPUT_DIR", str(tmp_path / "out"))  # fmt: skip
     assert code != 0
-    assert f"MODEL.WEIGHTS: Checkpoint '{weights}' is truncated or not a PyTorch/Detectron2 checkpoint" in log
+    assert (
+        f"MODEL.WEIGHTS: Checkpoint '{weights}' is truncated or not a PyTorch/Detectron2 checkpoint"
+        in log
+    )
 
 
 def test_resume_through_train_net_skips_unreadable_checkpoints(tmp_path):
@@ -226,7 +260,9 @@ def test_resume_through_train_net_skips_unreadable_checkpoints(tmp_path):
     assert code == 0, log[-3000:]
     _truncate(os.path.join(out, "model_final.pth"))
     _write(os.path.join(out, "model_0000003.pth"), b"")
-    code, log = run_train_net("--config-file", CONFIG, "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out)
+    code, log = run_train_net(
+        "--config-file", CONFIG, "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out
+    )
     assert code == 0, log[-3000:]
     assert f"Checkpoint '{out}/model_final.pth' is truncated or corrupt" in log
     assert f"Checkpoint '{out}/model_0000003.pth' is empty" in log
@@ -260,10 +296,14 @@ def test_training_on_a_full_disk_stops_and_resumes_from_the_previous_checkpoint(
         f"OSError: [Errno 28] Cannot write checkpoint model_0000003.pth in {out}: No space left on device. "
         f"last_checkpoint still names {out}/model_0000001.pth" in proc.stdout
     ), proc.stdout[-3000:]
-    assert sorted(f for f in os.listdir(out) if "model" in f) == ["model_0000001.pth"]  # no partial file left
+    assert sorted(f for f in os.listdir(out) if "model" in f) == [
+        "model_0000001.pth"
+    ]  # no partial file left
     with open(os.path.join(out, "last_checkpoint")) as f:
         assert f.read() == "model_0000001.pth"
-    code, log = run_train_net("--config-file", CONFIG, "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out)
+    code, log = run_train_net(
+        "--config-file", CONFIG, "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out
+    )
     assert code == 0, log[-3000:]
     assert "Starting training from iteration 2" in log
     assert torch.load(os.path.join(out, "model_final.pth"), weights_only=False)["iteration"] == 3

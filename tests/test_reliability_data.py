@@ -1,6 +1,7 @@
 """Bad data: unreadable images name the file (or are skipped and counted), invalid boxes are
 clipped or dropped with a counted warning, images left without boxes follow
 DATALOADER.FILTER_EMPTY_ANNOTATIONS, and the heads train on images without boxes."""
+
 import contextlib
 import json
 import logging
@@ -9,17 +10,17 @@ import shutil
 
 import pytest
 import torch
+from conftest import TINY_OPTS, run_train_net
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
+from test_reliability_config import project_cfg
 
-from conftest import TINY_OPTS, run_train_net
 from detcommon import add_common_config, register_coco_dataset
 from detcommon.data import CheckedDatasetMapper
 from detcommon.shapes import ensure_shapes
-from test_reliability_config import project_cfg
 
 NAME = "reliability_bad_data"
 
@@ -44,12 +45,22 @@ def bad_dataset(tmp_path_factory):
         f.write("not an image")
     images[0]["file_name"], images[1]["file_name"] = "truncated.png", "not_an_image.png"
     ids = [image["id"] for image in images]
-    annotations = [a for a in coco["annotations"] if a["image_id"] in ids and a["image_id"] != ids[2]]
+    annotations = [
+        a for a in coco["annotations"] if a["image_id"] in ids and a["image_id"] != ids[2]
+    ]
     w = images[3]["width"]
     for bbox in ([5, 5, 0, 10], [10, 10, -3, 5], [w + 5, 10, 20, 20], [w - 10, 5, 30, 20]):
         image_id = ids[2] if bbox == [5, 5, 0, 10] else ids[3]
-        annotations.append({"id": 10_000 + len(annotations), "image_id": image_id, "category_id": 1, "bbox": bbox,
-                            "area": 100.0, "iscrowd": 0})
+        annotations.append(
+            {
+                "id": 10_000 + len(annotations),
+                "image_id": image_id,
+                "category_id": 1,
+                "bbox": bbox,
+                "area": 100.0,
+                "iscrowd": 0,
+            }
+        )
     json_file = os.path.join(root, "annotations.json")
     with open(json_file, "w") as f:
         json.dump({**coco, "images": images, "annotations": annotations}, f)
@@ -98,7 +109,9 @@ def test_unreadable_image_names_the_file_or_is_skipped_and_counted(bad_dataset):
     add_common_config(cfg)
     truncated, not_an_image = DatasetCatalog.get(NAME)[:2]
     for is_train in (True, False):
-        with pytest.raises(OSError, match=f"Cannot read image '{root}/truncated.png'.*DATALOADER.SKIP_BAD_IMAGES"):
+        with pytest.raises(
+            OSError, match=f"Cannot read image '{root}/truncated.png'.*DATALOADER.SKIP_BAD_IMAGES"
+        ):
             CheckedDatasetMapper(cfg, is_train=is_train)(truncated)
     cfg.DATALOADER.SKIP_BAD_IMAGES = True
     with pytest.raises(OSError, match="not_an_image.png"):  # evaluation never skips
@@ -110,13 +123,17 @@ def test_unreadable_image_names_the_file_or_is_skipped_and_counted(bad_dataset):
     assert "not_an_image.png" in messages[1] and "2 image(s) skipped so far" in messages[1]
 
 
-@pytest.mark.parametrize("config_file", ["configs/shapes/dh_ext.yaml", "configs/shapes/drcnn_cascade.yaml"])
+@pytest.mark.parametrize(
+    "config_file", ["configs/shapes/dh_ext.yaml", "configs/shapes/drcnn_cascade.yaml"]
+)
 def test_heads_train_on_images_without_boxes(config_file):
     cfg = project_cfg(config_file)
     cfg.merge_from_list([*TINY_OPTS, "MODEL.DEVICE", "cpu"])
     torch.manual_seed(0)
     model = build_model(cfg).train()
-    empty = Instances((128, 160), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    empty = Instances(
+        (128, 160), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64)
+    )
     with EventStorage():
         losses = model([{"image": torch.rand(3, 128, 160) * 255, "instances": empty}] * 2)
     assert all(v.isfinite() for v in losses.values()), losses
@@ -135,17 +152,29 @@ def test_training_stops_naming_the_unreadable_image(bad_dataset, tmp_path):
     code, log = _train_on_bad_data(bad_dataset, str(tmp_path))
     _, root, _ = bad_dataset
     assert code != 0
-    assert f"Cannot read image '{root}/truncated.png'" in log or f"Cannot read image '{root}/not_an_image.png'" in log
-    assert "Removed 1 images with no usable annotations. 5 images left." in log  # FILTER_EMPTY_ANNOTATIONS True
+    assert (
+        f"Cannot read image '{root}/truncated.png'" in log
+        or f"Cannot read image '{root}/not_an_image.png'" in log
+    )
+    assert (
+        "Removed 1 images with no usable annotations. 5 images left." in log
+    )  # FILTER_EMPTY_ANNOTATIONS True
     assert "dropped 2 box(es) with non-positive width or height" in log
 
 
 def test_training_skips_unreadable_images_when_asked(bad_dataset, tmp_path):
     code, log = _train_on_bad_data(
-        bad_dataset, str(tmp_path), "DATALOADER.SKIP_BAD_IMAGES", "True", "DATALOADER.FILTER_EMPTY_ANNOTATIONS", "False"
+        bad_dataset,
+        str(tmp_path),
+        "DATALOADER.SKIP_BAD_IMAGES",
+        "True",
+        "DATALOADER.FILTER_EMPTY_ANNOTATIONS",
+        "False",
     )
     assert code == 0, log[-3000:]
-    assert "Skipped unreadable image" in log and "truncated.png" in log and "not_an_image.png" in log
+    assert (
+        "Skipped unreadable image" in log and "truncated.png" in log and "not_an_image.png" in log
+    )
     assert "2 image(s) skipped so far" in log
     assert "Removed" not in log  # the image without boxes was trained on
     assert os.path.isfile(os.path.join(tmp_path, "model_final.pth"))

@@ -1,14 +1,15 @@
 """tools/demo.py on a video: every frame drawn into <name>.mp4, with a progress bar."""
+
 import os
 
 import cv2
 import torch
+from conftest import TINY_OPTS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-
-from conftest import TINY_OPTS
-from detcommon.shapes import ensure_shapes
 from test_reliability_config import project_cfg
+
+from detcommon.shapes import ensure_shapes
 from tools.demo import main as demo_main
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -31,8 +32,20 @@ def test_demo_draws_every_frame_of_a_video(tmp_path, capsys):
     video = str(tmp_path / "clip.avi")
     _write_video(video, num_frames=3)
     written = demo_main(
-        ["--config-file", CONFIG, "--input", video, "--output", str(tmp_path / "out"), "--confidence-threshold", "0.0",
-         "--opts", *TINY_OPTS, "MODEL.WEIGHTS", str(tmp_path / "random.pth")]
+        [
+            "--config-file",
+            CONFIG,
+            "--input",
+            video,
+            "--output",
+            str(tmp_path / "out"),
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            *TINY_OPTS,
+            "MODEL.WEIGHTS",
+            str(tmp_path / "random.pth"),
+        ]
     )
     assert written == [str(tmp_path / "out" / "clip.mp4")]
     capture = cv2.VideoCapture(written[0])

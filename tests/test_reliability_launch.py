@@ -3,6 +3,7 @@ stops the others within seconds (same machine) or DETCOMMON_LOST_RANK_TIMEOUT (a
 unreachable one) with exit code 75 and a message naming the rank; torchrun mixed with
 --num-gpus is refused; torchrun's own agent stops a run whose worker died. torchrun and two
 local "machines" training together are checked in test_distributed.py."""
+
 import os
 import signal
 import sys
@@ -11,8 +12,8 @@ import time
 
 import pytest
 import torch.distributed as dist
-
 from conftest import TINY_OPTS, PausedRun, free_port
+
 from detcommon.launch import WATCHDOG_TIMEOUT_ENV, launch, torchrun_environment
 from detcommon.watchdog import LOST_RANK_EXIT_CODE, PeerWatchdog, _process_identity
 
@@ -34,7 +35,9 @@ class _Lost:
 
 def _watchdog(store, rank=0, world_size=2, **kwargs):
     lost = _Lost()
-    return PeerWatchdog(store, rank, world_size, interval=0.05, timeout=0.5, on_lost=lost, **kwargs), lost
+    return PeerWatchdog(
+        store, rank, world_size, interval=0.05, timeout=0.5, on_lost=lost, **kwargs
+    ), lost
 
 
 def test_a_peer_without_heartbeat_is_lost_after_the_timeout():
@@ -49,7 +52,9 @@ def test_a_peer_without_heartbeat_is_lost_after_the_timeout():
     peer._thread.join()
     frozen = time.monotonic()
     assert lost.event.wait(5)
-    assert frozen - started > 1.0 and 0.5 <= time.monotonic() - frozen < 1.5
+    # Lost once no new heartbeat was seen for the 0.5 s timeout: the last one seen came up to one
+    # 0.05 s interval before the freeze; the upper bound leaves room for a loaded machine.
+    assert frozen - started > 1.0 and 0.4 <= time.monotonic() - frozen < 3.0
     (message,) = lost.messages
     assert message.startswith("Lost rank 1: no heartbeat for") and "rerun with --resume" in message
     watchdog.stop()
@@ -69,7 +74,9 @@ def test_a_peer_that_failed_is_named_with_its_error():
     watchdog, lost = _watchdog(store)
     watchdog.start()
     assert lost.event.wait(5)
-    assert lost.messages[0].startswith("Lost rank 1: it stopped with an error (ValueError: bad box)")
+    assert lost.messages[0].startswith(
+        "Lost rank 1: it stopped with an error (ValueError: bad box)"
+    )
     watchdog.stop()
 
 
@@ -98,7 +105,9 @@ def test_a_gone_process_of_this_machine_is_lost_at_the_next_check():
     watchdog.start()
     assert lost.event.wait(5)
     assert time.monotonic() - started < 1  # not the 60 s timeout
-    assert lost.messages[0].startswith(f"Lost rank 1: its process (pid {child.pid}) on this machine has ended")
+    assert lost.messages[0].startswith(
+        f"Lost rank 1: its process (pid {child.pid}) on this machine has ended"
+    )
     watchdog.stop()
     # The same pid in another PID namespace or on another machine is left to the heartbeat.
     store.set("detcommon/heartbeat/1", f"1 other-machine {child.pid}")
@@ -123,12 +132,25 @@ def test_torchrun_with_num_gpus_or_machines_is_refused(monkeypatch):
 
 
 def _command(out, *extra):
-    return [sys.executable, "train_net.py", "--config-file", CONFIG, *extra, *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out]
+    return [
+        sys.executable,
+        "train_net.py",
+        "--config-file",
+        CONFIG,
+        *extra,
+        *TINY_OPTS,
+        *SCHEDULE,
+        "OUTPUT_DIR",
+        out,
+    ]
 
 
 def _two_machines(out):
     url = f"tcp://127.0.0.1:{free_port()}"
-    return [_command(out, "--num-machines", "2", "--machine-rank", str(m), "--dist-url", url) for m in (0, 1)]
+    return [
+        _command(out, "--num-machines", "2", "--machine-rank", str(m), "--dist-url", url)
+        for m in (0, 1)
+    ]
 
 
 def test_a_killed_rank_stops_the_other_within_seconds(site_dir, tmp_path):
@@ -179,7 +201,15 @@ def test_a_frozen_rank_is_lost_after_the_heartbeat_timeout(site_dir, tmp_path):
 
 def test_a_killed_torchrun_worker_stops_the_run(site_dir, tmp_path):
     out = str(tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
     command = [*torchrun, *_command(out)[1:]]
     with PausedRun(site_dir, out, [command], 2, PAUSE_AT) as run:
         os.kill(run.rank_pid(1), signal.SIGKILL)
@@ -187,4 +217,6 @@ def test_a_killed_torchrun_worker_stops_the_run(site_dir, tmp_path):
         [(code, log)], seconds = run.wait()
     print(f"torchrun, kill -9 rank 1: torchrun exit {code} after {seconds:.1f} s")
     assert code != 0 and seconds < 60, log[-3000:]
-    assert "rank      : 1" in log and "Signal 9 (SIGKILL)" in log, log[-3000:]  # torchrun's failure summary
+    assert "rank      : 1" in log and "Signal 9 (SIGKILL)" in log, log[
+        -3000:
+    ]  # torchrun's failure summary

@@ -2,6 +2,7 @@
 through the launching process or on one rank only) stops every process after the current
 iteration with a checkpoint of it and exit code 143; --resume continues at the next iteration
 with the learning rate an uninterrupted run has there."""
+
 import json
 import os
 import signal
@@ -9,8 +10,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import TINY_OPTS, PausedRun, free_port, run_train_net
+
 from detcommon.preemption import PREEMPTED_EXIT_CODE
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -30,7 +31,16 @@ def _signal_during_iteration(
                     "train_net.py"]  # fmt: skip
     else:
         launcher = ["train_net.py", "--num-gpus", str(num_gpus)]
-    command = [sys.executable, *launcher, "--config-file", CONFIG, *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out]
+    command = [
+        sys.executable,
+        *launcher,
+        "--config-file",
+        CONFIG,
+        *TINY_OPTS,
+        *SCHEDULE,
+        "OUTPUT_DIR",
+        out,
+    ]
     with PausedRun(site_dir, out, [command], num_gpus, pause_at) as run:
         os.kill(run.launcher_pid() if target == "launcher" else run.rank_pid(target), signum)
         run.release()
@@ -62,19 +72,31 @@ def _check_stopped_and_resume(out, log, num_gpus, uninterrupted):
     assert _last_checkpoint(out) == f"model_{PAUSE_AT:07d}.pth"
     checkpoint = torch.load(os.path.join(out, f"model_{PAUSE_AT:07d}.pth"), weights_only=False)
     assert checkpoint["iteration"] == PAUSE_AT
-    assert checkpoint["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == PAUSE_AT + 1  # where 5 starts
+    assert (
+        checkpoint["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == PAUSE_AT + 1
+    )  # where 5 starts
     assert not os.path.exists(os.path.join(out, "model_final.pth"))
     assert _rows(out)[PAUSE_AT]["lr"] == pytest.approx(0.002)  # written when the run stopped
     for rank in range(num_gpus):
         with open(os.path.join(out, "log.txt" + (f".rank{rank}" if rank else ""))) as f:
             assert f"stopped after iteration {PAUSE_AT}" in f.read(), rank
     code, log = run_train_net(
-        "--config-file", CONFIG, "--num-gpus", str(num_gpus), "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out
+        "--config-file",
+        CONFIG,
+        "--num-gpus",
+        str(num_gpus),
+        "--resume",
+        *TINY_OPTS,
+        *SCHEDULE,
+        "OUTPUT_DIR",
+        out,
     )
     assert code == 0, log[-3000:]
     assert f"Starting training from iteration {PAUSE_AT + 1}" in log
     resumed = _rows(out)[PAUSE_AT + 1]
-    assert resumed["lr"] == pytest.approx(uninterrupted[PAUSE_AT + 1]["lr"]) == pytest.approx(0.0002)
+    assert (
+        resumed["lr"] == pytest.approx(uninterrupted[PAUSE_AT + 1]["lr"]) == pytest.approx(0.0002)
+    )
     assert _last_checkpoint(out) == "model_final.pth"
 
 
@@ -87,7 +109,9 @@ def test_sigterm_checkpoints_the_iteration_and_resume_continues(site_dir, tmp_pa
     _check_stopped_and_resume(out, log, 1, uninterrupted)
 
 
-def test_sigterm_to_the_launcher_stops_both_ranks_at_the_same_iteration(site_dir, tmp_path, uninterrupted):
+def test_sigterm_to_the_launcher_stops_both_ranks_at_the_same_iteration(
+    site_dir, tmp_path, uninterrupted
+):
     out = str(tmp_path)
     code, log, seconds = _signal_during_iteration(site_dir, out, signal.SIGTERM, num_gpus=2)
     assert code == PREEMPTED_EXIT_CODE, log[-3000:]
@@ -99,7 +123,9 @@ def test_sigterm_to_torchrun_stops_both_ranks_with_a_checkpoint(site_dir, tmp_pa
     """torchrun's agent passes SIGTERM on to its workers, which stop as above; torchrun itself
     then exits with its own code for a signal (1), not 143."""
     out = str(tmp_path)
-    code, log, seconds = _signal_during_iteration(site_dir, out, signal.SIGTERM, num_gpus=2, torchrun=True)
+    code, log, seconds = _signal_during_iteration(
+        site_dir, out, signal.SIGTERM, num_gpus=2, torchrun=True
+    )
     assert code == 1 and "SignalException" in log, log[-3000:]
     print(f"torchrun, 2 processes, SIGTERM to torchrun: exit after {seconds:.1f} s")
     _check_stopped_and_resume(out, log, 2, uninterrupted)
@@ -108,7 +134,9 @@ def test_sigterm_to_torchrun_stops_both_ranks_with_a_checkpoint(site_dir, tmp_pa
 def test_sigusr1_on_one_rank_stops_both(site_dir, tmp_path):
     """Only rank 1 gets the signal: rank 0 learns it from the all_reduce and saves."""
     out = str(tmp_path)
-    code, log, seconds = _signal_during_iteration(site_dir, out, signal.SIGUSR1, num_gpus=2, target=1)
+    code, log, seconds = _signal_during_iteration(
+        site_dir, out, signal.SIGUSR1, num_gpus=2, target=1
+    )
     assert code == PREEMPTED_EXIT_CODE, log[-3000:]
     print(f"2 processes, SIGUSR1 to rank 1: exit after {seconds:.1f} s")
     assert "Preempted (another process received SIGTERM or SIGUSR1)" in log  # rank 0's log

@@ -1,6 +1,7 @@
 """Crash-safe checkpoints and resume: kill -9 in the middle of a run and in the middle of writing
 a checkpoint, a non-finite loss, non-finite weights. --resume must continue from the last
 complete checkpoint, at the right iteration and learning rate."""
+
 import glob
 import json
 import os
@@ -11,10 +12,10 @@ import time
 
 import pytest
 import torch
+from conftest import REPO, TINY_OPTS, run_train_net
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from conftest import REPO, TINY_OPTS, run_train_net
 from detcommon.checkpoint import AtomicCheckpointer
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -84,7 +85,9 @@ def _last_checkpoint(out):
 
 
 def _resume_and_check(out, start_iter):
-    code, log = run_train_net("--config-file", CONFIG, "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out)
+    code, log = run_train_net(
+        "--config-file", CONFIG, "--resume", *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out
+    )
     assert code == 0, log[-3000:]
     assert f"Starting training from iteration {start_iter}" in log
     with open(os.path.join(out, "metrics.json")) as f:
@@ -104,7 +107,9 @@ def test_kill_in_the_middle_of_a_run_resumes_from_the_last_checkpoint(tmp_path):
     assert checkpoint["iteration"] == 3
     # The learning-rate schedule was saved where iteration 4 starts (rate 0.002).
     assert checkpoint["trainer"]["hooks"]["LRScheduler"]["last_epoch"] == 4
-    assert checkpoint["trainer"]["_trainer"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.002)
+    assert checkpoint["trainer"]["_trainer"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        0.002
+    )
     _resume_and_check(out, start_iter=4)
 
 
@@ -137,7 +142,9 @@ def _fail_halfway(monkeypatch):
 
 
 @pytest.mark.parametrize("checkpointer_class", [DetectionCheckpointer, AtomicCheckpointer])
-def test_a_write_that_dies_leaves_the_previous_checkpoint(tmp_path, monkeypatch, checkpointer_class):
+def test_a_write_that_dies_leaves_the_previous_checkpoint(
+    tmp_path, monkeypatch, checkpointer_class
+):
     """Detectron2's checkpointer leaves a partial file under the final name and an empty
     last_checkpoint; AtomicCheckpointer leaves the previous state."""
     checkpointer = checkpointer_class(_model(), str(tmp_path))
@@ -164,7 +171,9 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     checkpointer.save("model_0000001")
     with torch.no_grad():
         model.weight[0, 0] = float("inf")
-    with pytest.raises(FloatingPointError, match=r"NaN/inf in weight.*last good checkpoint is .*model_0000001.pth"):
+    with pytest.raises(
+        FloatingPointError, match=r"NaN/inf in weight.*last good checkpoint is .*model_0000001.pth"
+    ):
         checkpointer.save("model_0000003")
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
 
@@ -173,7 +182,11 @@ def test_nan_loss_stops_training_naming_iteration_and_loss_and_keeps_the_checkpo
     from detcommon.train import Trainer, argument_parser, setup
 
     out = str(tmp_path)
-    cfg = setup(argument_parser().parse_args(["--config-file", CONFIG, *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out]))
+    cfg = setup(
+        argument_parser().parse_args(
+            ["--config-file", CONFIG, *TINY_OPTS, *SCHEDULE, "OUTPUT_DIR", out]
+        )
+    )
     trainer = Trainer(cfg)
 
     def nan_at_iteration_3(module, inputs, output):
@@ -185,7 +198,9 @@ def test_nan_loss_stops_training_naming_iteration_and_loss_and_keeps_the_checkpo
     trainer.model.roi_heads.register_forward_hook(nan_at_iteration_3)
     trainer.resume_or_load(resume=False)
     # Detectron2's SimpleTrainer stops before the optimizer step, naming iteration and terms.
-    with pytest.raises(FloatingPointError, match=r"(?s)iteration=3!.*'loss_cls_fc': (np.float64\()?nan"):
+    with pytest.raises(
+        FloatingPointError, match=r"(?s)iteration=3!.*'loss_cls_fc': (np.float64\()?nan"
+    ):
         trainer.train()
     assert _last_checkpoint(out) == "model_0000001.pth"
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth"]

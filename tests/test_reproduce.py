@@ -1,4 +1,5 @@
 """tools/reproduce.py on a tiny budget: complete JSON, mean ± std table, plot, and no retraining."""
+
 import functools
 import json
 import os
@@ -7,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TINY_OPTS
+
 from detcommon.reproduce import IOU_COLUMNS, Run, compare, markdown_table, summarize
 
 COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
@@ -17,7 +18,12 @@ COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "
 def _reproduce(tmp_path, tiny_val, *args):
     """tools/reproduce.py on TINY_OPTS, evaluating on conftest's 5-image tiny_val."""
     _, name, json_file, image_dir = tiny_val
-    data = ["DATASETS.REGISTER_COCO", repr([[name, json_file, image_dir]]), "DATASETS.TEST", f"('{name}',)"]
+    data = [
+        "DATASETS.REGISTER_COCO",
+        repr([[name, json_file, image_dir]]),
+        "DATASETS.TEST",
+        f"('{name}',)",
+    ]
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "reproduce.py"),
          "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
@@ -48,7 +54,7 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     table = (tmp_path / "results" / "shapes.md").read_text()
     ap = [r["metrics"]["AP"] for r in doc["runs"] if r["model"] == "faster_rcnn"]
     mean = sum(ap) / 2
-    std = abs(ap[0] - ap[1]) / 2 ** 0.5  # sample std of two values
+    std = abs(ap[0] - ap[1]) / 2**0.5  # sample std of two values
     assert f"| faster_rcnn | 2 | {mean:.1f} ± {std:.1f} |" in table
     assert "inference modes" in table
     png = tmp_path / "results" / "shapes_ap_vs_iou.png"
@@ -90,8 +96,12 @@ def test_interrupted_run_resumes_and_changed_recipe_is_refused(tmp_path):
 
 def test_summary_table_and_orderings_by_hand():
     results = [
-        {"model": "a", "seed": s, "metrics": {"AP": ap}} for s, ap in ((1, 10.0), (2, 12.0), (3, 14.0))
-    ] + [{"model": "b", "seed": s, "metrics": {"AP": ap}} for s, ap in ((1, 9.0), (2, 9.5), (3, 10.0))]
+        {"model": "a", "seed": s, "metrics": {"AP": ap}}
+        for s, ap in ((1, 10.0), (2, 12.0), (3, 14.0))
+    ] + [
+        {"model": "b", "seed": s, "metrics": {"AP": ap}}
+        for s, ap in ((1, 9.0), (2, 9.5), (3, 10.0))
+    ]
     summary = summarize(results)
     assert summary["a"]["AP"] == pytest.approx((12.0, 2.0, 3))
     assert summary["b"]["AP"] == pytest.approx((9.5, 0.5, 3))
@@ -145,7 +155,9 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
             cfg.merge_from_list([*run.opts, *extra])
             if study == "fidelity":
                 key = run.opts[0].split(".")
-                assert functools.reduce(getattr, key, cfg) != functools.reduce(getattr, key, default), key
+                assert functools.reduce(getattr, key, cfg) != functools.reduce(
+                    getattr, key, default
+                ), key
     if study == "schedule":
         max_iter = tool._shapes_base()["SOLVER"]["MAX_ITER"]
         assert runs[0].opts[:2] == ["SOLVER.MAX_ITER", str(2 * max_iter)]

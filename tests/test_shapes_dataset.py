@@ -1,4 +1,5 @@
 """The embedded shapes dataset: deterministic, valid COCO, and a corrupt cache is never used."""
+
 import json
 import logging
 import os
@@ -7,7 +8,14 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from detcommon.shapes import SHAPES_CLASSES, SPLITS, ShapesSpec, ensure_shapes, render_image, verify_split
+from detcommon.shapes import (
+    SHAPES_CLASSES,
+    SPLITS,
+    ShapesSpec,
+    ensure_shapes,
+    render_image,
+    verify_split,
+)
 
 SMALL = ShapesSpec(num_images=12, seed=7)
 

@@ -15,10 +15,8 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 import tqdm
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
@@ -279,7 +277,9 @@ def run_conv_sensitivity(args):
 
 def run_nms_sweep(args):
     # The sweep's config as train_net.py reads it: checks the datasets before any training.
-    cfg = build_config(args.config_file, [*args.opts, "OUTPUT_DIR", args.output_dir], args.register_coco)
+    cfg = build_config(
+        args.config_file, [*args.opts, "OUTPUT_DIR", args.output_dir], args.register_coco
+    )
     setup_run(cfg)
     opts = [*_register_args(args.register_coco), *args.opts]  # train_net.py's, for each training
     if cfg.MODEL.PROPOSAL_GENERATOR.NAME != "DecoupledRPN":

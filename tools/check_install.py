@@ -4,6 +4,7 @@
 `make install` runs it to stay quick and idempotent: pip runs only when this fails.
 With --verbose it prints the versions it found.
 """
+
 import argparse
 import importlib
 import os
@@ -26,6 +27,7 @@ REQUIRED = {
     "pytest": "the test suite",
     "nbclient": "the test suite (runs docs/tutorial.ipynb)",
     "ipykernel": "the test suite (the tutorial's Python kernel)",
+    "ruff": "make lint",
 }
 
 

@@ -6,12 +6,12 @@ predicted boxes drawn (a video becomes <name>.mp4 in the output directory); logs
     python tools/demo.py --config-file configs/shapes/dh_ext.yaml --input img.png dir/ "imgs/*.jpg" \
         clip.mp4 --output out/ --batch-size 4 --opts MODEL.WEIGHTS output/shapes/dh_ext/model_final.pth
 """
+
 import argparse
 import collections
 import glob
 import logging
 import os
-import sys
 import time
 
 import cv2
@@ -20,10 +20,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from detcommon.predictor import BatchPredictor
-
 from detcommon.config import build_config
 from detcommon.engine import check_weights_for_eval, setup_run
+from detcommon.predictor import BatchPredictor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -52,16 +51,27 @@ def expand_inputs(patterns):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--input", nargs="+", required=True, help="images, videos, directories or glob patterns")
-    parser.add_argument("--output", required=True, help="directory for the drawn images and videos")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw boxes scoring at least this")
-    parser.add_argument(
-        "--batch-size", type=int, default=1, help="images (or video frames) per forward; only images the "
-        "model pads to the same size share one"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="images, videos, directories or glob patterns"
+    )
+    parser.add_argument("--output", required=True, help="directory for the drawn images and videos")
+    parser.add_argument(
+        "--confidence-threshold", type=float, default=0.5, help="draw boxes scoring at least this"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images (or video frames) per forward; only images the "
+        "model pads to the same size share one",
+    )
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -72,8 +82,16 @@ def main(argv=None):
     args = parse_args(argv)
     setup_logger(name="demo")
     logger = logging.getLogger("demo")
-    cfg = build_config(args.config_file, [*args.opts, "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-                                          str(args.confidence_threshold), "OUTPUT_DIR", args.output])
+    cfg = build_config(
+        args.config_file,
+        [
+            *args.opts,
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            str(args.confidence_threshold),
+            "OUTPUT_DIR",
+            args.output,
+        ],
+    )
     setup_run(cfg)
     check_weights_for_eval(cfg.MODEL.WEIGHTS)
     predictor = BatchPredictor(cfg, args.batch_size)
@@ -83,7 +101,9 @@ def main(argv=None):
     images = [p for p in paths if p not in videos]
     repeated = [n for n, k in collections.Counter(map(os.path.basename, paths)).items() if k > 1]
     if repeated:
-        raise ValueError(f"--input holds several files named {repeated}: their outputs would overwrite each other")
+        raise ValueError(
+            f"--input holds several files named {repeated}: their outputs would overwrite each other"
+        )
     os.makedirs(args.output, exist_ok=True)
     written, seconds = [], 0.0
     with tqdm.tqdm(total=len(images), desc="demo", disable=len(images) < 2) as bar:
@@ -155,12 +175,16 @@ def run_video(predictor, metadata, path, output_dir, logger):
     num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".mp4")
     if os.path.abspath(out_path) == os.path.abspath(path):
-        raise ValueError(f"--output would overwrite the input video {path!r}: choose another directory")
+        raise ValueError(
+            f"--output would overwrite the input video {path!r}: choose another directory"
+        )
     writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     if not writer.isOpened():
         raise OSError(f"Cannot write {out_path!r}: this OpenCV build has no mp4v encoder")
     done, seconds = 0, 0.0
-    with tqdm.tqdm(total=num_frames if num_frames > 0 else None, desc=os.path.basename(path), unit="frame") as bar:
+    with tqdm.tqdm(
+        total=num_frames if num_frames > 0 else None, desc=os.path.basename(path), unit="frame"
+    ) as bar:
         frames = read_frames(capture, predictor.batch_size)
         while frames:
             results, elapsed = predict(predictor, frames)

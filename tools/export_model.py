@@ -12,6 +12,7 @@ already resized as DefaultPredictor does (short side INPUT.MIN_SIZE_TEST, long s
 INPUT.MAX_SIZE_TEST), and returns (boxes (N, 4) x0y0x1y1 in that image's pixels, scores (N,),
 classes (N,)). export.json in the output directory records this contract.
 """
+
 import argparse
 import contextlib
 import importlib.util
@@ -43,12 +44,20 @@ logger = logging.getLogger("export_model")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--output", required=True, help="directory for model.ts / model.onnx and export.json")
+    parser.add_argument(
+        "--output", required=True, help="directory for model.ts / model.onnx and export.json"
+    )
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["torchscript"])
-    parser.add_argument("--sample-image", help="image to trace with (default: first image of DATASETS.TEST[0])")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ...")
+    parser.add_argument(
+        "--sample-image", help="image to trace with (default: first image of DATASETS.TEST[0])"
+    )
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
+    )
     return parser.parse_args(argv)
 
 
@@ -56,7 +65,9 @@ def model_input(predictor, image_bgr):
     """The tensor the exported model takes for an (H, W, 3) BGR image, as DefaultPredictor makes it."""
     image = image_bgr[:, :, ::-1] if predictor.input_format == "RGB" else image_bgr
     image = predictor.aug.get_transform(image).apply_image(image)
-    return torch.as_tensor(image.astype("float32").transpose(2, 0, 1)).to(predictor.cfg.MODEL.DEVICE)
+    return torch.as_tensor(image.astype("float32").transpose(2, 0, 1)).to(
+        predictor.cfg.MODEL.DEVICE
+    )
 
 
 def unscaled_detections(model, inputs):
@@ -83,15 +94,28 @@ def export(adapter, image, fmt, output_dir):
             torch.jit.save(torch.jit.trace(adapter, (image,)), path)
         return path
     if importlib.util.find_spec("onnx") is None:
-        raise RuntimeError("ONNX export needs the onnx package: pip install onnx (and onnxruntime to check it)")
+        raise RuntimeError(
+            "ONNX export needs the onnx package: pip install onnx (and onnxruntime to check it)"
+        )
     path = os.path.join(output_dir, "model.onnx")
-    dynamic_axes = {"image": {1: "height", 2: "width"}, **{name: {0: "detections"} for name in OUTPUT_NAMES}}
+    dynamic_axes = {
+        "image": {1: "height", 2: "width"},
+        **{name: {0: "detections"} for name in OUTPUT_NAMES},
+    }
     try:
         with project_len_patched():
             # TorchScript-based exporter: it traces like TracingAdapter and maps RoIAlign and
             # NMS to ONNX RoiAlign and NonMaxSuppression through torchvision's symbolics.
-            torch.onnx.export(adapter, (image,), path, opset_version=ONNX_OPSET, dynamo=False,
-                              input_names=["image"], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes)
+            torch.onnx.export(
+                adapter,
+                (image,),
+                path,
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+                input_names=["image"],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic_axes,
+            )
     except Exception as e:
         raise RuntimeError(
             f"ONNX export (opset {ONNX_OPSET}) failed: {e}. An op without an ONNX equivalent cannot be "
@@ -115,7 +139,9 @@ def max_box_difference(model, exported, image):
     """Largest |box coordinate difference| between eager and exported detections on `image`,
     inf when they do not detect as many boxes or not the same classes."""
     with torch.no_grad():
-        boxes, _, classes = (t.cpu().numpy() for t in unscaled_detections(model, [{"image": image}]))
+        boxes, _, classes = (
+            t.cpu().numpy() for t in unscaled_detections(model, [{"image": image}])
+        )
     out_boxes, _, out_classes = exported(image)
     if out_boxes.shape != boxes.shape or not np.array_equal(out_classes, classes):
         return float("inf")
@@ -128,10 +154,14 @@ def main(argv=None):
     cfg = build_config(args.config_file, [*args.opts, "OUTPUT_DIR", args.output])
     setup_run(cfg)
     if not cfg.MODEL.WEIGHTS:
-        raise ValueError("tools/export_model.py needs trained weights: --opts MODEL.WEIGHTS path/to/model_final.pth")
+        raise ValueError(
+            "tools/export_model.py needs trained weights: --opts MODEL.WEIGHTS path/to/model_final.pth"
+        )
     predictor = DefaultPredictor(cfg)
     if not (args.sample_image or cfg.DATASETS.TEST):
-        raise ValueError("Give --sample-image: DATASETS.TEST is empty, so there is no image to trace with")
+        raise ValueError(
+            "Give --sample-image: DATASETS.TEST is empty, so there is no image to trace with"
+        )
     sample = args.sample_image or DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
     image_bgr = cv2.imread(sample)
     if image_bgr is None:
@@ -147,7 +177,9 @@ def main(argv=None):
     for fmt in args.format:
         path = export(adapter, image, fmt, args.output)
         if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
-            logger.warning(f"Wrote {path}; not checked against the eager model (pip install onnxruntime)")
+            logger.warning(
+                f"Wrote {path}; not checked against the eager model (pip install onnxruntime)"
+            )
             results[fmt] = {"path": path}
             continue
         exported = load_exported(path)
@@ -161,9 +193,15 @@ def main(argv=None):
         "config_file": args.config_file,
         "weights": cfg.MODEL.WEIGHTS,
         "input": f"image: float32 (3, H, W), {cfg.INPUT.FORMAT}, 0-255, resized so the short side is "
-                 f"{cfg.INPUT.MIN_SIZE_TEST} and the long side at most {cfg.INPUT.MAX_SIZE_TEST}",
-        "outputs": {"boxes": "(N, 4) x0, y0, x1, y1 in input pixels", "scores": "(N,)", "classes": "(N,) int64"},
-        "classes": MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes") if cfg.DATASETS.TEST else None,
+        f"{cfg.INPUT.MIN_SIZE_TEST} and the long side at most {cfg.INPUT.MAX_SIZE_TEST}",
+        "outputs": {
+            "boxes": "(N, 4) x0, y0, x1, y1 in input pixels",
+            "scores": "(N,)",
+            "classes": "(N,) int64",
+        },
+        "classes": MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
+        if cfg.DATASETS.TEST
+        else None,
         "exports": results,
     }
     with open(os.path.join(args.output, "export.json"), "w") as f:

@@ -5,14 +5,19 @@ by its folder name.
 
     python tools/plot_metrics.py output/shapes/faster_rcnn output/shapes/dh_ext --output-dir output/curves
 """
+
 import argparse
 
 from detcommon.curves import plot_runs
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="OUTPUT_DIR of a train_net.py run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="OUTPUT_DIR of a train_net.py run"
+    )
     parser.add_argument("--output-dir", required=True, help="directory for losses.png and ap.png")
     return parser.parse_args(argv)
 

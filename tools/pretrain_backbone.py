@@ -6,6 +6,7 @@
 Training a shapes config whose MODEL.WEIGHTS is "shapes-pretrained://R-18-GN" does the same on
 first use; this command does it ahead of time and shows the recipe and held-out accuracy.
 """
+
 import argparse
 import json
 import logging
@@ -15,7 +16,9 @@ from detcommon.pretrain import RECIPES, ensure_pretrained
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--name", default="R-18-GN", choices=sorted(RECIPES))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")

@@ -14,23 +14,23 @@ and started again at any time. It writes `<results-dir>/<study>.json` (protocol,
 run's metrics), `<study>.md` (mean ± std over seeds, and the papers' orderings checked) and, for
 the main study, `<study>_ap_vs_iou.png`.
 """
+
 import argparse
 import ast
 import json
 import os
-import sys
 
 import yaml
 
 from detcommon.reproduce import (
     Run,
     compare,
+    finished_result,
     git_commit,
     learning_curve,
     markdown_table,
-    plot_learning_curves,
     plot_ap_vs_iou,
-    finished_result,
+    plot_learning_curves,
     run_all,
     summarize,
 )
@@ -72,6 +72,7 @@ NMS_REG = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 def study_runs(args):
     """The runs of the chosen study."""
+
     def config(model):
         return os.path.join(REPO, "configs", "shapes", f"{model}.yaml")
 
@@ -86,8 +87,13 @@ def study_runs(args):
         ]
     if args.study == "nms_reg":
         return [
-            Run(f"drcnn nms_reg {t:.2f}", s, config("drcnn"), out(f"drcnn_nms_reg{t:.2f}", s),
-                ["MODEL.DECOUPLED.NMS_THRESH_REG", str(t), *args.opts])
+            Run(
+                f"drcnn nms_reg {t:.2f}",
+                s,
+                config("drcnn"),
+                out(f"drcnn_nms_reg{t:.2f}", s),
+                ["MODEL.DECOUPLED.NMS_THRESH_REG", str(t), *args.opts],
+            )
             for t in NMS_REG
             for s in args.seeds
         ]
@@ -101,8 +107,13 @@ def study_runs(args):
             "drcnn_dh": ["MODEL.DECOUPLED.REG_ROI_SCALE", "1.0"],
         }
         return [
-            Run(f"{m} {' '.join(o)}", s, config(m), out(f"{m}_old_{o[0].split('.')[-1].lower()}", s),
-                [*o, *args.opts])
+            Run(
+                f"{m} {' '.join(o)}",
+                s,
+                config(m),
+                out(f"{m}_old_{o[0].split('.')[-1].lower()}", s),
+                [*o, *args.opts],
+            )
             for m, o in old.items()
             for s in args.seeds
         ]
@@ -120,7 +131,9 @@ def doubled_schedule():
     solver, test = _shapes_base()["SOLVER"], _shapes_base()["TEST"]
     # yacs reads "(400, 533)" as a Python literal; plain YAML sees a string
     steps = solver["STEPS"]
-    steps = ",".join(str(2 * x) for x in (ast.literal_eval(steps) if isinstance(steps, str) else steps))
+    steps = ",".join(
+        str(2 * x) for x in (ast.literal_eval(steps) if isinstance(steps, str) else steps)
+    )
     return [
         "SOLVER.MAX_ITER", str(2 * solver["MAX_ITER"]), "SOLVER.STEPS", f"({steps},)",
         "TEST.EVAL_PERIOD", str(2 * test["EVAL_PERIOD"]),
@@ -151,7 +164,9 @@ def protocol(args):
 
 def results_stem(args):
     """<results-dir>/shapes[_<study>] (or --name), without extension."""
-    return os.path.join(args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}")
+    return os.path.join(
+        args.results_dir, args.name or f"shapes{'' if args.study == 'main' else '_' + args.study}"
+    )
 
 
 def recorded_runs(args):
@@ -181,20 +196,57 @@ def write_report(args, results, known=(), quiet=False):
         markdown_table(summary),
     ]
     if args.study == "main":
-        lines += ["", "Orderings of the papers (a difference counts when it exceeds the larger std):", ""]
-        lines += [f"- {compare(summary, *t)}" for t in TARGETS if t[0] in summary and t[1] in summary]
+        lines += [
+            "",
+            "Orderings of the papers (a difference counts when it exceeds the larger std):",
+            "",
+        ]
+        lines += [
+            f"- {compare(summary, *t)}" for t in TARGETS if t[0] in summary and t[1] in summary
+        ]
         modes = {}
-        for name in ("evals/fused", "evals/average", "evals/max", "evals/double", "evals/conv", "evals/fc"):
-            modes.update({name.split("/")[1]: s["dh_ext"] for s in [summarize(results, name)] if "dh_ext" in s})
+        for name in (
+            "evals/fused",
+            "evals/average",
+            "evals/max",
+            "evals/double",
+            "evals/conv",
+            "evals/fc",
+        ):
+            modes.update(
+                {
+                    name.split("/")[1]: s["dh_ext"]
+                    for s in [summarize(results, name)]
+                    if "dh_ext" in s
+                }
+            )
         if modes:
-            lines += ["", "Double-Head-Ext inference modes and fusions (same weights):", "", markdown_table(modes)]
-            lines += [""] + [f"- {compare(modes, *t)}" for t in MODE_TARGETS if t[0] in modes and t[1] in modes]
-        stages = {k: s["drcnn_cascade"] for k in ("stage1", "stage2") for s in [summarize(results, "evals/" + k)]
-                  if "drcnn_cascade" in s}
+            lines += [
+                "",
+                "Double-Head-Ext inference modes and fusions (same weights):",
+                "",
+                markdown_table(modes),
+            ]
+            lines += [""] + [
+                f"- {compare(modes, *t)}" for t in MODE_TARGETS if t[0] in modes and t[1] in modes
+            ]
+        stages = {
+            k: s["drcnn_cascade"]
+            for k in ("stage1", "stage2")
+            for s in [summarize(results, "evals/" + k)]
+            if "drcnn_cascade" in s
+        }
         if stages:
             stages["stage3"] = summary["drcnn_cascade"]
-            lines += ["", "Decoupled R-CNN cascade, boxes after each stage (same weights):", "", markdown_table(stages)]
-        plot_ap_vs_iou(summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}")
+            lines += [
+                "",
+                "Decoupled R-CNN cascade, boxes after each stage (same weights):",
+                "",
+                markdown_table(stages),
+            ]
+        plot_ap_vs_iou(
+            summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}"
+        )
     if args.study == "schedule":
         lines += ["", schedule_report(args, results, stem)]
     if args.study == "fidelity":
@@ -204,13 +256,17 @@ def write_report(args, results, known=(), quiet=False):
     if quiet:
         return
     print("\n".join(lines))
-    print(f"\nWrote {stem}.json, {stem}.md" + (f", {stem}_ap_vs_iou.png" if args.study == "main" else ""))
+    print(
+        f"\nWrote {stem}.json, {stem}.md"
+        + (f", {stem}_ap_vs_iou.png" if args.study == "main" else "")
+    )
 
 
 def main_results(args, models, seeds=(1, 2, 3)):
     """The finished main-study runs of `models` x `seeds`, from their folders or shapes.json."""
-    main_args = argparse.Namespace(**{**vars(args), "study": "main", "seeds": list(seeds), "models": models,
-                                      "name": None})
+    main_args = argparse.Namespace(
+        **{**vars(args), "study": "main", "seeds": list(seeds), "models": models, "name": None}
+    )
     known = recorded_runs(main_args)
     return [r for r in (finished_result(run, known) for run in study_runs(main_args)) if r]
 
@@ -233,12 +289,16 @@ def schedule_report(args, results, stem):
     """1x (main study, every seed) against 2x final AP, and the learning curves of both."""
     # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
     models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *args.models]))
-    main_args = argparse.Namespace(**{**vars(args), "study": "main", "seeds": [1, 2, 3], "models": models})
+    main_args = argparse.Namespace(
+        **{**vars(args), "study": "main", "seeds": [1, 2, 3], "models": models}
+    )
     one_x = main_results(args, models)
     lines = []
     if one_x:
         s1, s2 = summarize(one_x), summarize(results)
-        lines.append("Doubling the schedule (a difference counts when it exceeds the larger std):\n")
+        lines.append(
+            "Doubling the schedule (a difference counts when it exceeds the larger std):\n"
+        )
         for m in args.models:
             if m in s1 and f"{m} 2x" in s2:
                 lines.append(f"- {m}: " + compare({**s1, **s2}, f"{m} 2x", m, "AP"))
@@ -248,23 +308,44 @@ def schedule_report(args, results, stem):
             name = run.model if run in study_runs(args) else f"{run.model} 1x"
             curves.setdefault(name, []).append(learning_curve(run.output_dir))
     if curves:
-        png = plot_learning_curves(curves, stem + "_learning_curve.png", title=f"commit {commit()[:12]}")
+        png = plot_learning_curves(
+            curves, stem + "_learning_curve.png", title=f"commit {commit()[:12]}"
+        )
         lines.append(f"\nLearning curves: `{os.path.basename(png)}`")
     return "\n".join(lines)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", default="main", choices=["main", "nms_reg", "fidelity", "schedule"])
-    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS, help="main study only")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None,
-                        help="default: 1 2 3 (main), 1 (nms_reg, fidelity)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--study", default="main", choices=["main", "nms_reg", "fidelity", "schedule"]
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=MODELS, choices=MODELS, help="main study only"
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="default: 1 2 3 (main), 1 (nms_reg, fidelity)",
+    )
     parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "reproduce"))
     parser.add_argument("--results-dir", default=os.path.join(REPO, "docs", "results"))
-    parser.add_argument("--name", default=None, help="file stem of the results (default: shapes[_<study>])")
-    parser.add_argument("--report-only", action="store_true", help="write the report from finished runs only")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config options for every run, last on the line: --opts KEY VALUE ...")
+    parser.add_argument(
+        "--name", default=None, help="file stem of the results (default: shapes[_<study>])"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from finished runs only"
+    )
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config options for every run, last on the line: --opts KEY VALUE ...",
+    )
     args = parser.parse_args()
     if args.seeds is None:
         args.seeds = [1, 2, 3] if args.study == "main" else [1]
@@ -276,10 +357,14 @@ def main():
     if args.report_only:
         results = [r for r in (finished_result(run, known) for run in runs) if r]
     else:
-        results = run_all(runs, os.path.join(REPO, "train_net.py"), print_fn=lambda s: print(s, flush=True),
-                          known=known, on_result=lambda done: write_report(args, done, known, quiet=True))
+        results = run_all(
+            runs,
+            os.path.join(REPO, "train_net.py"),
+            print_fn=lambda s: print(s, flush=True),
+            known=known,
+            on_result=lambda done: write_report(args, done, known, quiet=True),
+        )
     write_report(args, results, known)
-
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ The first run also makes the pretrained backbone (once, cached; see README).
 
     python tools/run_demo.py --output-dir output/demo [--models faster_rcnn dh_ext] [--max-iter N]
 """
+
 import argparse
 import os
 import subprocess
@@ -22,19 +23,34 @@ COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "
 
 def markdown_table(rows):
     """rows: list of (name, {column: value}, seconds) -> markdown table string."""
-    lines = ["| model | " + " | ".join(COLUMNS) + " | train+eval (s) |", "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = [
+        "| model | " + " | ".join(COLUMNS) + " | train+eval (s) |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
     for name, ap, seconds in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{ap[c]:.1f}" for c in COLUMNS) + f" | {seconds:.0f} |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{ap[c]:.1f}" for c in COLUMNS) + f" | {seconds:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output-dir", default="output/demo")
-    parser.add_argument("--models", nargs="+", default=["faster_rcnn", "dh_ext"],
-                        help="config names under configs/shapes/")
-    parser.add_argument("--max-iter", type=int, default=300,
-                        help="schedule length, lr steps at 2/3 and 8/9 as in the configs (0: the configs' own)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["faster_rcnn", "dh_ext"],
+        help="config names under configs/shapes/",
+    )
+    parser.add_argument(
+        "--max-iter",
+        type=int,
+        default=300,
+        help="schedule length, lr steps at 2/3 and 8/9 as in the configs (0: the configs' own)",
+    )
     args = parser.parse_args()
 
     rows = []
@@ -43,25 +59,43 @@ def main():
         out = os.path.join(args.output_dir, name)
         opts = ["OUTPUT_DIR", out, "TEST.EVAL_PERIOD", "0"]  # one evaluation, at the end
         if args.max_iter:
-            opts += ["SOLVER.MAX_ITER", str(args.max_iter), "SOLVER.STEPS",
-                     f"({args.max_iter * 2 // 3}, {args.max_iter * 8 // 9})",
-                     "SOLVER.CHECKPOINT_PERIOD", str(args.max_iter)]
+            opts += [
+                "SOLVER.MAX_ITER",
+                str(args.max_iter),
+                "SOLVER.STEPS",
+                f"({args.max_iter * 2 // 3}, {args.max_iter * 8 // 9})",
+                "SOLVER.CHECKPOINT_PERIOD",
+                str(args.max_iter),
+            ]
         print(f"\n=== Training {name} ({config}) -> {out}", flush=True)
         start = time.time()
-        subprocess.run([sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config, *opts],
-                       check=True)
+        subprocess.run(
+            [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", config, *opts],
+            check=True,
+        )
         rows.append((name, final_metrics(os.path.join(out, "metrics.json")), time.time() - start))
-
 
     from detcommon.shapes import ensure_shapes
 
     showcase, showcase_dir = rows[-1][0], os.path.join(args.output_dir, rows[-1][0])
     image = os.path.join(ensure_shapes("shapes_val"), "images", "00000.png")
     predictions = os.path.join(args.output_dir, "predictions")
-    subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"),
-                    "--config-file", os.path.join(REPO, "configs", "shapes", f"{showcase}.yaml"),
-                    "--input", image, "--output", predictions,
-                    "--opts", "MODEL.WEIGHTS", os.path.join(showcase_dir, "model_final.pth")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "demo.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "shapes", f"{showcase}.yaml"),
+            "--input",
+            image,
+            "--output",
+            predictions,
+            "--opts",
+            "MODEL.WEIGHTS",
+            os.path.join(showcase_dir, "model_final.pth"),
+        ],
+        check=True,
+    )
     drawn = [os.path.join(predictions, os.path.basename(image))]
 
     table = markdown_table(rows)

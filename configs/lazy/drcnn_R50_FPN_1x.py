@@ -12,7 +12,9 @@ model.proposal_generator.nms_thresh = 0.7  # Proposals_cls
 model.proposal_generator.smooth_l1_beta = 0.0  # L1 loss for the RPN too, as the authors
 model.roi_heads.batch_size_per_image = 512
 model.roi_heads.positive_fraction = 0.25
-model.roi_heads.proposal_matcher.thresholds = [0.5]  # positives for both tasks and every regression stage
+model.roi_heads.proposal_matcher.thresholds = [
+    0.5
+]  # positives for both tasks and every regression stage
 model.proposal_generator.nms_thresh_reg = 0.85  # Proposals_reg
 model.roi_heads.reg_batch_size_per_image = 512
 model.roi_heads.reg_box2box_transforms[0].weights = (10.0, 10.0, 5.0, 5.0)  # one stage
@@ -22,5 +24,7 @@ model.roi_heads.smooth_l1_beta = 0.0  # REG_LOSS_TYPE "l1"
 # regression RoIs) per image, for every stage.
 model.roi_heads.reg_loss_normalizer = "fixed"
 model.roi_heads.reg_loss_normalizer_per_image = 1024
-model.roi_heads.reg_proposal_append_gt = False  # authors: ground truth joins the classification set only
+model.roi_heads.reg_proposal_append_gt = (
+    False  # authors: ground truth joins the classification set only
+)
 train.output_dir = "output/drcnn_R50_FPN_1x"

@@ -15,7 +15,6 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 import tqdm
-
 from detectron2.data import (
     DatasetMapper,
     MetadataCatalog,

@@ -2,6 +2,7 @@
 lr 0.02 for every parameter (SOLVER.BASE_LR), momentum 0.9, weight decay 1e-4, none on
 normalization layers (WEIGHT_DECAY_NORM 0), bias lr x1 (BIAS_LR_FACTOR) with the weight decay
 of the others (WEIGHT_DECAY_BIAS None). train_net.py sets params.model to the model."""
+
 import torch
 from detectron2.config import LazyCall as L
 from detectron2.solver.build import get_default_optimizer_params

@@ -2,6 +2,7 @@
 lr x 0.1 at iterations 60k and 80k (SOLVER.STEPS, GAMMA), linear warm-up over 1000 iterations
 (WARMUP_ITERS) from 0.001 x lr (WARMUP_FACTOR). Steps and warm-up are iterations, relative to
 train.max_iter (SOLVER.MAX_ITER), as the YAML path's."""
+
 from detectron2.config import LazyCall as L
 
 from detcommon.lazy import multistep_lr_multiplier

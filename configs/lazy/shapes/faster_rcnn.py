@@ -12,7 +12,9 @@ from ..common.schedule import lr_multiplier
 from ..common.train import train
 
 train.init_checkpoint = "shapes-pretrained://R-18-GN"
-model.backbone.bottom_up.freeze_at = 2  # stem and res2 frozen, Detectron2's default with pretrained weights
+model.backbone.bottom_up.freeze_at = (
+    2  # stem and res2 frozen, Detectron2's default with pretrained weights
+)
 # ResNet-18 (res2 of 64 channels) with GroupNorm; STRIDE_IN_1X1 False has no effect on its
 # basic blocks, which take no stride_in_1x1
 model.backbone.bottom_up.stem.norm = "GN"
@@ -20,7 +22,9 @@ model.backbone.bottom_up.stages.update(depth=18, norm="GN")
 model.backbone.bottom_up.stages.pop("stride_in_1x1")
 model.backbone.update(out_channels=64, norm="GN")
 model.proposal_generator.anchor_generator.sizes = [[16], [32], [64], [128], [256]]
-model.proposal_generator.update(pre_nms_topk=(600, 300), post_nms_topk=(300, 300), batch_size_per_image=128)
+model.proposal_generator.update(
+    pre_nms_topk=(600, 300), post_nms_topk=(300, 300), batch_size_per_image=128
+)
 model.roi_heads.update(num_classes=5, batch_size_per_image=128)
 model.roi_heads.box_head.fc_dims = [512, 512]
 model.roi_heads.box_predictor.input_shape.channels = 512

@@ -177,5 +177,7 @@ def check_decoupled_rcnn_model(cfg):
     name = cfg.MODEL.DECOUPLED.REG_HEAD_NAME
     if name not in ROI_BOX_HEAD_REGISTRY:
         allowed = sorted(n for n, _ in ROI_BOX_HEAD_REGISTRY)
-        raise ValueError(f"MODEL.DECOUPLED.REG_HEAD_NAME must be a registered box head, one of {allowed}; got {name!r}")
+        raise ValueError(
+            f"MODEL.DECOUPLED.REG_HEAD_NAME must be a registered box head, one of {allowed}; got {name!r}"
+        )
     check_decoupled_rcnn_config(cfg)

@@ -15,6 +15,7 @@ The MODEL.DECOUPLED keys (and MODEL.RPN.NMS_THRESH) the checks name, for the hea
     REG_BATCH_SIZE_PER_IMAGE, SMOOTH_L1_BETA, TEST_STAGE, REG_LOSS_NORMALIZER(_PER_IMAGE),
     TEST_CLASS_BOXES, FAST_PATH            model.roi_heads.<key in lower case>
 """
+
 from typing import Dict, List, Optional
 
 from detectron2.config import get_cfg
@@ -26,7 +27,12 @@ from detcommon.lazy import lazy_keys, node_target, plain_value
 from .config import add_decoupled_rcnn_config, check_decoupled_rcnn_config
 from .roi_heads import DecoupledROIHeads, _linear
 
-__all__ = ["decoupled_reg_loss_weights", "decoupled_classifier", "decoupled_regressor", "check_lazy_node"]
+__all__ = [
+    "decoupled_reg_loss_weights",
+    "decoupled_classifier",
+    "decoupled_regressor",
+    "check_lazy_node",
+]
 
 # Where a DecoupledROIHeads node finds its RPN in a LazyConfig's model.
 _RPN_PATH = "model.proposal_generator"
@@ -34,7 +40,9 @@ _HEADS_KEYS = ("REG_BATCH_SIZE_PER_IMAGE", "SMOOTH_L1_BETA", "TEST_STAGE", "REG_
                "REG_LOSS_NORMALIZER_PER_IMAGE", "TEST_CLASS_BOXES", "FAST_PATH")  # fmt: skip
 
 
-def decoupled_reg_loss_weights(*, stage_loss_weights: List[float], reg_loss_lambda: float = 1.0) -> List[float]:
+def decoupled_reg_loss_weights(
+    *, stage_loss_weights: List[float], reg_loss_lambda: float = 1.0
+) -> List[float]:
     """Each regression stage's loss weight (one per stage): MODEL.DECOUPLED.REG_LOSS_LAMBDA x
     REG_STAGE_LOSS_WEIGHTS[k], the YAML path's product."""
     return [reg_loss_lambda * w for w in stage_loss_weights]
@@ -84,15 +92,26 @@ def _check_heads(path, node, model):
     view.MODEL.RPN.NMS_THRESH = rpn.nms_thresh
     d.REG_BATCH_SIZE_PER_IMAGE = node.reg_batch_size_per_image
     d.NUM_REG_STAGES = len(node.reg_heads)
-    d.REG_STAGE_BBOX_REG_WEIGHTS = [plain_value(t.get("weights")) for t in node.reg_box2box_transforms]
-    d.REG_STAGE_LOSS_WEIGHTS = plain_value(loss_weights.stage_loss_weights if helper else loss_weights)
+    d.REG_STAGE_BBOX_REG_WEIGHTS = [
+        plain_value(t.get("weights")) for t in node.reg_box2box_transforms
+    ]
+    d.REG_STAGE_LOSS_WEIGHTS = plain_value(
+        loss_weights.stage_loss_weights if helper else loss_weights
+    )
     d.REG_LOSS_LAMBDA = loss_weights.get("reg_loss_lambda", 1.0) if helper else 1.0
     d.SMOOTH_L1_BETA = node.smooth_l1_beta
     d.REG_LOSS_TYPE = "l1" if node.smooth_l1_beta == 0 else "smooth_l1"
-    for key in ("REG_LOSS_NORMALIZER", "REG_LOSS_NORMALIZER_PER_IMAGE", "TEST_CLASS_BOXES", "FAST_PATH"):
+    for key in (
+        "REG_LOSS_NORMALIZER",
+        "REG_LOSS_NORMALIZER_PER_IMAGE",
+        "TEST_CLASS_BOXES",
+        "FAST_PATH",
+    ):
         d[key] = node.get(key.lower(), d[key])
     d.REG_PROPOSAL_APPEND_GT = node.get("reg_proposal_append_gt", False)
-    d.REG_ROI_SCALE = node.reg_pooler.get("scale", 1.0) if node.get("reg_pooler") is not None else 1.0
+    d.REG_ROI_SCALE = (
+        node.reg_pooler.get("scale", 1.0) if node.get("reg_pooler") is not None else 1.0
+    )
     d.TEST_STAGE = node.test_stage
     keys = _keys(_RPN_PATH, path, helper)
     with lazy_keys(keys):

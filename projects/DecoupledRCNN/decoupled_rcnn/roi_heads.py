@@ -14,10 +14,6 @@ Shape shorthand:
 from typing import Dict, List, Optional
 
 import torch
-from fvcore.nn import smooth_l1_loss
-from torch import nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat, cross_entropy
 from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY, StandardROIHeads
@@ -27,6 +23,9 @@ from detectron2.modeling.proposal_generator.proposal_utils import add_ground_tru
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats, fast_rcnn_inference
 from detectron2.structures import Boxes, Instances
+from fvcore.nn import smooth_l1_loss
+from torch import nn
+from torch.nn import functional as F
 
 from detcommon.heads import HeadOutput, class_probability, select_class_boxes
 from detcommon.poolers import EnlargedROIPooler

@@ -12,7 +12,6 @@ Shape shorthand:
 from typing import List, Tuple
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN

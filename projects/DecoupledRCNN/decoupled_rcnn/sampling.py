@@ -10,7 +10,6 @@ Shape shorthand:
 from typing import List
 
 import torch
-
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.sampling import subsample_labels
 from detectron2.structures import Instances, pairwise_iou

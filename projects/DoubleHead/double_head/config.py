@@ -85,4 +85,6 @@ def check_doublehead_config(cfg):
         name = cfg.MODEL.DOUBLE_HEAD[key]
         if name not in ROI_BOX_HEAD_REGISTRY:
             allowed = sorted(n for n, _ in ROI_BOX_HEAD_REGISTRY)
-            raise ValueError(f"MODEL.DOUBLE_HEAD.{key} must be a registered box head, one of {allowed}; got {name!r}")
+            raise ValueError(
+                f"MODEL.DOUBLE_HEAD.{key} must be a registered box head, one of {allowed}; got {name!r}"
+            )

@@ -12,13 +12,12 @@ Shape shorthand:
 
 import fvcore.nn.weight_init as weight_init
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from detectron2.config import configurable
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone.resnet import BottleneckBlock
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
+from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["UpChannelBlock", "NonLocalBlock", "DoubleHeadConvHead", "NONLOCAL_INITS"]
 

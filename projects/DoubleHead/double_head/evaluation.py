@@ -12,11 +12,10 @@ import os
 from collections import OrderedDict
 from typing import Callable, List, Sequence, Tuple
 
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.modeling import GeneralizedRCNN
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["MultiModeInference", "MultiModeEvaluator", "multi_mode_evaluation"]
 

@@ -13,6 +13,7 @@ The MODEL.DOUBLE_HEAD keys, on a DoubleHeadROIHeads node at `model.roi_heads`:
     FAST_PATH, FUSED_PREFILTER_THRESH  model.roi_heads.fast_path, .fused_prefilter_thresh
     CONV_HEAD.*                        <DoubleHeadConvHead node>.* (conv_dim, bottleneck_dim, ...)
 """
+
 from typing import Callable, Dict, Optional, Tuple
 
 from detectron2.config import get_cfg
@@ -41,7 +42,9 @@ def _view():
     return view
 
 
-def double_head_loss_weight(*, branch, loss_weight_fc=None, lambda_fc=None, loss_weight_conv=None, lambda_conv=None):
+def double_head_loss_weight(
+    *, branch, loss_weight_fc=None, lambda_fc=None, loss_weight_conv=None, lambda_conv=None
+):
     """The `loss_weight` of one branch's DoubleHeadOutputLayers, {"loss_cls": w, "loss_box_reg": w}
     (Eq. 1-3): :func:`loss_term_weights` of the branch's two MODEL.DOUBLE_HEAD keys (loss_weight_fc
     and lambda_fc for branch "fc", loss_weight_conv and lambda_conv for "conv"), with the YAML
@@ -71,7 +74,9 @@ def _heads_keys(path: str) -> Dict[str, str]:
     keys = {f"MODEL.DOUBLE_HEAD.{k}": f"{path}.{k.lower()}" for k in _HEADS_KEYS}
     for branch in ("fc", "conv"):
         for key in (f"LOSS_WEIGHT_{branch.upper()}", f"LAMBDA_{branch.upper()}"):
-            keys[f"MODEL.DOUBLE_HEAD.{key}"] = f"{path}.box_predictors.{branch}.loss_weight.{key.lower()}"
+            keys[f"MODEL.DOUBLE_HEAD.{key}"] = (
+                f"{path}.box_predictors.{branch}.loss_weight.{key.lower()}"
+            )
             keys[key] = key.lower()
     return keys
 
@@ -86,7 +91,9 @@ def _check_heads(path, node):
         loss_weight = predictor.loss_weight
         with lazy_keys(keys):
             if node_target(loss_weight) is double_head_loss_weight:
-                weights[branch] = double_head_loss_weight(**{k: v for k, v in loss_weight.items() if k != "_target_"})
+                weights[branch] = double_head_loss_weight(
+                    **{k: v for k, v in loss_weight.items() if k != "_target_"}
+                )
             else:
                 weights[branch] = dict(plain_value(loss_weight))
     with lazy_keys(keys):
@@ -120,7 +127,9 @@ def check_lazy_node(path: str, node, model) -> Optional[Dict[str, str]]:
     return None
 
 
-def lazy_evaluation(model, build_evaluator: Callable) -> Optional[Tuple[MultiModeInference, MultiModeEvaluator]]:
+def lazy_evaluation(
+    model, build_evaluator: Callable
+) -> Optional[Tuple[MultiModeInference, MultiModeEvaluator]]:
     """`Project.lazy_evaluation`: with model.roi_heads.eval_modes (MODEL.DOUBLE_HEAD.EVAL_MODES), one
     AP table per mode from one run of the heads per image, each mode's evaluator from
     `build_evaluator(mode)` (writing under <dataset>/<mode>); None without eval_modes."""

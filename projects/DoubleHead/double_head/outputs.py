@@ -19,7 +19,6 @@ Shape shorthand:
 from typing import Dict, List, Optional, Tuple
 
 import torch
-
 from detectron2.config import configurable
 from detectron2.layers import cat, cross_entropy
 from detectron2.modeling.roi_heads.fast_rcnn import (

@@ -13,9 +13,6 @@ Shape shorthand:
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from torch import nn
-from torchvision.ops import clip_boxes_to_image
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.poolers import ROIPooler
@@ -25,6 +22,8 @@ from detectron2.modeling.roi_heads import (
     StandardROIHeads,
 )
 from detectron2.structures import Boxes, Instances
+from torch import nn
+from torchvision.ops import clip_boxes_to_image
 
 from detcommon.heads import HeadOutput, class_probability, select_class_boxes
 from detcommon.poolers import EnlargedROIPooler, enlarge_boxes
@@ -280,7 +279,9 @@ class DoubleHeadROIHeads(StandardROIHeads):
                 probs[branch] = predictor.predict_probs((logits, deltas), proposals)[0]
                 scores = class_probability(probs[branch], classes)
             if deltas is not None:
-                boxes = select_class_boxes(predictor.predict_boxes((logits, deltas), proposals)[0], classes)
+                boxes = select_class_boxes(
+                    predictor.predict_boxes((logits, deltas), proposals)[0], classes
+                )
             outputs[branch] = HeadOutput(scores, boxes)
         cls_branches, _ = TEST_MODES["fused"]
         if all(b in probs for b in cls_branches):

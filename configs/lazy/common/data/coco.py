@@ -7,6 +7,7 @@ Project keys: `register_coco` (DATASETS.REGISTER_COCO, appended to by train_net.
 Each dataset of `test.dataset.names` is evaluated on its own, as DATASETS.TEST; an empty list
 turns evaluation off.
 """
+
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
@@ -26,7 +27,9 @@ dataloader.train = L(build_train_loader)(
         is_train=True,
         augmentations=[
             L(T.ResizeShortestEdge)(  # INPUT.MIN_SIZE_TRAIN, MAX_SIZE_TRAIN
-                short_edge_length=(640, 672, 704, 736, 768, 800), max_size=1333, sample_style="choice"
+                short_edge_length=(640, 672, 704, 736, 768, 800),
+                max_size=1333,
+                sample_style="choice",
             ),
             L(T.RandomFlip)(horizontal=True, vertical=False),
         ],

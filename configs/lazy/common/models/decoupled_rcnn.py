@@ -20,13 +20,18 @@ COCO code trains and tests it. The MODEL.DECOUPLED keys become
 SHARE_FC (one trunk for the classifier and the first regressor) has no LazyConfig form: a config
 cannot make two arguments one module.
 """
+
 import copy
 
 from detectron2.config import LazyCall as L
 from detectron2.modeling.box_regression import Box2BoxTransform
 
 from decoupled_rcnn import DecoupledROIHeads, DecoupledRPN
-from decoupled_rcnn.lazy import decoupled_classifier, decoupled_reg_loss_weights, decoupled_regressor
+from decoupled_rcnn.lazy import (
+    decoupled_classifier,
+    decoupled_reg_loss_weights,
+    decoupled_regressor,
+)
 
 
 def to_decoupled_rcnn(model):
@@ -42,7 +47,9 @@ def to_decoupled_rcnn(model):
     heads._target_ = DecoupledROIHeads
     predictor = heads.pop("box_predictor")
     num_classes = "${model.roi_heads.num_classes}"
-    heads.box_predictor = L(decoupled_classifier)(input_shape=predictor.input_shape, num_classes=num_classes)
+    heads.box_predictor = L(decoupled_classifier)(
+        input_shape=predictor.input_shape, num_classes=num_classes
+    )
     heads.update(
         reg_heads=[copy.deepcopy(heads.box_head)],
         reg_predictors=[
@@ -80,7 +87,10 @@ def cascade_regression(model, *, bbox_reg_weights, stage_loss_weights):
     later = range(len(bbox_reg_weights) - 1)
     heads.reg_heads = [heads.reg_heads[0]] + [copy.deepcopy(heads.box_head) for _ in later]
     heads.reg_predictors = [heads.reg_predictors[0]] + [
-        L(decoupled_regressor)(input_shape=copy.deepcopy(heads.box_predictor.input_shape), num_classes=1) for _ in later
+        L(decoupled_regressor)(
+            input_shape=copy.deepcopy(heads.box_predictor.input_shape), num_classes=1
+        )
+        for _ in later
     ]
     heads.reg_box2box_transforms = [L(Box2BoxTransform)(weights=tuple(w)) for w in bbox_reg_weights]
     heads.reg_loss_weights.stage_loss_weights = list(stage_loss_weights)

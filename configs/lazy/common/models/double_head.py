@@ -16,6 +16,7 @@ MODEL.DOUBLE_HEAD keys become
 A branch whose two loss weights are 0 is left out by the YAML path; here, delete it from
 box_heads and box_predictors. CONV_ROI_SCALE 1.0 (pool once) also needs conv_box_pooler=None.
 """
+
 import copy
 from collections import OrderedDict
 
@@ -75,7 +76,9 @@ def to_double_head(model):
     conv.input_shape = L(ShapeSpec)(channels="${model.roi_heads.box_heads.conv.conv_dim}")
     conv.branch = "conv"
     # w_conv of Eq. 1 (2.5), lambda_conv of Eq. 3 (0.8 = Double-Head-Ext)
-    conv.loss_weight = L(double_head_loss_weight)(branch="conv", loss_weight_conv=2.5, lambda_conv=0.8)
+    conv.loss_weight = L(double_head_loss_weight)(
+        branch="conv", loss_weight_conv=2.5, lambda_conv=0.8
+    )
     for key in _SHARED_PREDICTOR_KEYS:
         conv[key] = "${model.roi_heads.box_predictors.fc.%s}" % key
     heads.box_heads = L(OrderedDict)(fc=heads.pop("box_head"), conv=conv_head())

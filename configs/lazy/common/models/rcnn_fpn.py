@@ -5,6 +5,7 @@ Derived sizes are interpolations, as the YAML path derives them: the RPN head an
 take the FPN's channels ("${model.backbone.out_channels}", MODEL.FPN.OUT_CHANNELS), every
 predictor the RoI heads' number of classes ("${model.roi_heads.num_classes}").
 """
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
@@ -22,7 +23,9 @@ from detcommon.poolers import EnlargedROIPooler
 model = L(GeneralizedRCNN)(
     backbone=L(FPN)(
         bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),  # MODEL.RESNETS.NORM
+            stem=L(BasicStem)(
+                in_channels=3, out_channels=64, norm="FrozenBN"
+            ),  # MODEL.RESNETS.NORM
             stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="FrozenBN"),
             out_features=["res2", "res3", "res4", "res5"],
             freeze_at=2,  # MODEL.BACKBONE.FREEZE_AT: stem and res2 frozen
@@ -35,14 +38,18 @@ model = L(GeneralizedRCNN)(
     ),
     proposal_generator=L(RPN)(
         in_features=["p2", "p3", "p4", "p5", "p6"],
-        head=L(StandardRPNHead)(in_channels="${model.backbone.out_channels}", num_anchors=3, conv_dims=[-1]),
+        head=L(StandardRPNHead)(
+            in_channels="${model.backbone.out_channels}", num_anchors=3, conv_dims=[-1]
+        ),
         anchor_generator=L(DefaultAnchorGenerator)(
             sizes=[[32], [64], [128], [256], [512]],  # one size per FPN level
             aspect_ratios=[[0.5, 1.0, 2.0]],  # three aspect ratios on every level
             strides=[4, 8, 16, 32, 64],
             offset=0.0,
         ),
-        anchor_matcher=L(Matcher)(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True),
+        anchor_matcher=L(Matcher)(
+            thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True
+        ),
         box2box_transform=L(Box2BoxTransform)(weights=(1.0, 1.0, 1.0, 1.0)),
         batch_size_per_image=256,
         positive_fraction=0.5,
@@ -59,7 +66,9 @@ model = L(GeneralizedRCNN)(
         num_classes=80,
         batch_size_per_image=512,
         positive_fraction=0.25,
-        proposal_matcher=L(Matcher)(thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False),
+        proposal_matcher=L(Matcher)(
+            thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False
+        ),
         proposal_append_gt=True,
         box_in_features=["p2", "p3", "p4", "p5"],
         box_pooler=L(ROIPooler)(
@@ -88,7 +97,9 @@ model = L(GeneralizedRCNN)(
             test_score_thresh=0.05,  # MODEL.ROI_HEADS.SCORE_THRESH_TEST
             test_nms_thresh=0.5,  # MODEL.ROI_HEADS.NMS_THRESH_TEST
             test_topk_per_image=100,  # TEST.DETECTIONS_PER_IMAGE
-            loss_weight={"loss_box_reg": 1.0},  # MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT (loss_cls: 1)
+            loss_weight={
+                "loss_box_reg": 1.0
+            },  # MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT (loss_cls: 1)
         ),
         train_on_pred_boxes=False,
     ),
