@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Installs the shared `detcommon` package and every project package under projects/."""
+
 from setuptools import setup
 
 # Each project keeps its package inside its own folder, as Detectron2 projects do;
