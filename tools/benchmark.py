@@ -61,6 +61,7 @@ from torch import nn
 from detcommon.config import build_config
 from detcommon.engine import setup_run
 from detcommon.heads import disable_fast_paths
+from detcommon.inference import features_and_proposals
 
 # every figure of a result, with its unit; "ratios" has the same keys
 COLUMNS = {
@@ -257,10 +258,10 @@ class FixedProposalInference(nn.Module):
 
     def forward(self, image: torch.Tensor, boxes: torch.Tensor):
         model = self.model
-        images = model.preprocess_image([{"image": image}])
-        features = model.backbone(images.tensor)
-        if model.proposal_generator is not None:
-            model.proposal_generator(images, features)
+        # The RPN runs for its cost; its proposals are replaced by the fixed ones.
+        images, features, _ = features_and_proposals(
+            model, [{"image": image}], model.proposal_generator is not None
+        )
         proposals = Instances(
             images.image_sizes[0],
             proposal_boxes=Boxes(boxes),

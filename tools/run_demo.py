@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 
+from detcommon.evaluation import TABLE_ORDER
 from detcommon.reproduce import final_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
+COLUMNS = TABLE_ORDER
 
 
 def markdown_table(rows):

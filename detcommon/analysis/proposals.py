@@ -27,6 +27,7 @@ from detectron2.structures import Boxes, BoxMode
 from detectron2.structures.boxes import matched_pairwise_iou
 
 from detcommon import PaperCOCOEvaluator
+from detcommon.inference import features_and_proposals
 
 from .heads import predict_heads
 
@@ -196,8 +197,9 @@ def collect_proposal_records(
         image, gt_boxes, classes, areas = load_test_image(cfg, dataset_dict)
         if len(gt_boxes) == 0:
             continue
-        images = model.preprocess_image([{"image": image.to(device)}])
-        features = model.backbone(images.tensor)
+        images, features, _ = features_and_proposals(
+            model, [{"image": image.to(device)}], with_proposals=False
+        )
         image_size = images.image_sizes[0]
         windows, index, window_ious = sliding_window_proposals(
             gt_boxes, image_size, per_box, generator, num_bins

@@ -14,6 +14,7 @@ import torch
 import tqdm
 from torch import nn
 
+from ..inference import features_and_proposals
 from .heads import conv_heads, describe_heads, fc_heads, predict_heads
 from .proposals import load_test_image
 
@@ -165,9 +166,9 @@ def conv_sensitivity(
     try:
         for dataset_dict in tqdm.tqdm(dataset_dicts, desc="images", disable=not progress):
             image = load_test_image(cfg, dataset_dict)[0]
-            images = model.preprocess_image([{"image": image.to(model.device)}])
-            features = model.backbone(images.tensor)
-            proposals = model.proposal_generator(images, features, None)[0][0]
+            images, features, (proposals,) = features_and_proposals(
+                model, [{"image": image.to(model.device)}]
+            )
             boxes = proposals.proposal_boxes.tensor[:rois_per_image]  # sorted by objectness
             classes = torch.zeros(len(boxes), dtype=torch.int64, device=boxes.device)
             predict_heads(roi_heads, features, boxes, images.image_sizes[0], classes)

@@ -17,6 +17,8 @@ from detectron2.modeling import GeneralizedRCNN
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from detcommon.inference import features_and_proposals
+
 __all__ = ["MultiModeInference", "MultiModeEvaluator", "multi_mode_evaluation"]
 
 logger = logging.getLogger(__name__)
@@ -43,12 +45,7 @@ class MultiModeInference(nn.Module):
 
     def forward(self, batched_inputs: List[dict]) -> List[dict]:
         model = self.model
-        images = model.preprocess_image(batched_inputs)
-        features = model.backbone(images.tensor)
-        if model.proposal_generator is not None:
-            proposals, _ = model.proposal_generator(images, features, None)
-        else:
-            proposals = [x["proposals"].to(model.device) for x in batched_inputs]
+        images, features, proposals = features_and_proposals(model, batched_inputs)
         by_mode = model.roi_heads.predict_modes(features, proposals, self.modes)
         outputs = [{"instances_by_mode": {}} for _ in batched_inputs]
         for mode, results in by_mode.items():
