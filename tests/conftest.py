@@ -66,21 +66,43 @@ TINY_DOUBLE_HEAD_OPTS = [
 ]
 
 
+def project_cfg(config_file):
+    """The config train_net.py builds from `config_file` (relative to the repository), before
+    options, checks and any logging or dataset side effect."""
+    from detcommon.config import get_project_cfg
+
+    cfg = get_project_cfg()
+    cfg.merge_from_file(os.path.join(REPO, config_file))
+    return cfg
+
+
 def tiny_double_head_cfg(config="configs/shapes/dh_ext.yaml", opts=()):
-    """`config` (any shapes model) with every project's keys, shrunk by TINY_DOUBLE_HEAD_OPTS, then `opts`."""
-    from detectron2.config import get_cfg
-
-    from decoupled_rcnn import add_decoupled_rcnn_config
-    from detcommon import add_common_config
-    from double_head import add_doublehead_config
-
-    cfg = get_cfg()
-    add_common_config(cfg)
-    add_doublehead_config(cfg)
-    add_decoupled_rcnn_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, config))
+    """`config` (any shapes model) shrunk by TINY_DOUBLE_HEAD_OPTS, then `opts`."""
+    cfg = project_cfg(config)
     cfg.merge_from_list([*TINY_DOUBLE_HEAD_OPTS, *opts])
     return cfg
+
+
+def write_video(path, num_frames, size=(160, 128)):
+    """An MJPG video of the first `num_frames` shapes_val images at `size` (width, height)."""
+    import cv2
+
+    from detcommon.shapes import ensure_shapes
+
+    images = os.path.join(ensure_shapes("shapes_val"), "images")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, size)
+    for i in range(num_frames):
+        writer.write(cv2.resize(cv2.imread(os.path.join(images, f"{i:05d}.png")), size))
+    writer.release()
+
+
+def decodes_and_not_blank(path):
+    """Asserts that the image file at `path` decodes, is larger than 100x100 and is not blank."""
+    import cv2
+
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 10  # more than a blank canvas
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,10 @@ import time
 
 import pytest
 import torch.distributed as dist
-from conftest import TINY_OPTS, PausedRun, free_port
 
 from detcommon.launch import WATCHDOG_TIMEOUT_ENV, launch, torchrun_environment
 from detcommon.watchdog import LOST_RANK_EXIT_CODE, PeerWatchdog, _process_identity
+from tests.conftest import TINY_OPTS, PausedRun, free_port
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 SCHEDULE = ["SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()"]

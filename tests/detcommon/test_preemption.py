@@ -10,9 +10,9 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_OPTS, PausedRun, free_port, run_train_net
 
 from detcommon.preemption import PREEMPTED_EXIT_CODE
+from tests.conftest import TINY_OPTS, PausedRun, free_port, run_train_net
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 # Periodic checkpoints after iterations 1, 3, 5; the learning rate drops tenfold at 3 and at 5.

@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, TINY_OPTS, run_train_net
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.modeling import build_model
@@ -18,6 +17,7 @@ from detectron2.utils.events import EventStorage
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import add_common_config
 from double_head import add_doublehead_config
+from tests.conftest import REPO, TINY_OPTS, run_train_net
 
 MODELS = ["faster_rcnn", "dh", "dh_ext", "drcnn", "drcnn_cascade", "drcnn_dh"]
 # Small and fast: narrow FPN and conv-head, small inputs, few RoIs. Inference keeps every

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, TINY_OPTS
 
 from detcommon.reproduce import IOU_COLUMNS, Run, compare, markdown_table, summarize
+from tests.conftest import REPO, TINY_OPTS
 
 COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
 

@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OPTS, run_train_net, tiny_double_head_cfg
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
@@ -30,10 +29,10 @@ from double_head import (
     multi_mode_evaluation,
 )
 from double_head.evaluation import MultiModeEvaluator
+from tests.conftest import REPO, TINY_OPTS, run_train_net, tiny_double_head_cfg
 
 torch.set_num_threads(1)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ["conv", "fc", "double", "fused"]
 
 

@@ -4,7 +4,6 @@ figures."""
 import csv
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,7 @@ from detcommon.analysis.proposals import (
     iou_bins,
     sliding_window_proposals,
 )
+from tests.conftest import decodes_and_not_blank
 
 torch.set_num_threads(1)
 
@@ -216,12 +216,6 @@ def test_distance_profile():
     assert profile["all"] == pytest.approx(matrix[~np.eye(9, dtype=bool)].mean())
 
 
-def _decodes_and_not_blank(path):
-    image = cv2.imread(str(path))
-    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
-    assert image.std() > 10  # more than a blank canvas
-
-
 def test_plots_are_written(tmp_path):
     summary = iou_statistics.summarize(_records(), class_ap={0: 20.0, 1: 80.0})
     plots.plot_proposal_curves({"m": summary}, ["all"], tmp_path / "one.png", "title")
@@ -233,4 +227,4 @@ def test_plots_are_written(tmp_path):
     matrix = np.corrcoef(np.random.default_rng(0).normal(size=(49, 30)))
     plots.plot_correlation_grid(matrix, (7, 7), tmp_path / "grid.png", "grid")
     for name in ("one.png", "sizes.png", "grid.png"):
-        _decodes_and_not_blank(tmp_path / name)
+        decodes_and_not_blank(tmp_path / name)

@@ -9,15 +9,13 @@ import re
 import cv2
 import pytest
 import torch
-from conftest import TINY_OPTS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
-from test_reliability_config import project_cfg
-from test_reliability_demo import _write_video
 
 from detcommon.predictor import BatchPredictor
 from detcommon.shapes import ensure_shapes
+from tests.conftest import TINY_OPTS, project_cfg, write_video
 from tools.demo import main as demo_main
 
 NUM_IMAGES = 5  # of shapes_val, padded to different sizes at 128 px
@@ -119,7 +117,7 @@ def test_demo_batch_size_draws_every_image_and_logs_images_per_second(tmp_path, 
 
 def test_demo_batch_size_on_a_video_writes_every_frame(tmp_path, random_weights):
     video = str(tmp_path / "clip.avi")
-    _write_video(video, num_frames=3)  # batches of 2 frames and 1
+    write_video(video, num_frames=3)  # batches of 2 frames and 1
     (written,), log = _demo([video], str(tmp_path / "out"), 2, random_weights)
     capture = cv2.VideoCapture(written)
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3

@@ -1,27 +1,15 @@
 """tools/demo.py on a video: every frame drawn into <name>.mp4, with a progress bar."""
 
-import os
-
 import cv2
 import torch
-from conftest import TINY_OPTS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
-from test_reliability_config import project_cfg
 
-from detcommon.shapes import ensure_shapes
+from tests.conftest import TINY_OPTS, project_cfg, write_video
 from tools.demo import main as demo_main
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 SIZE = (160, 128)  # width, height
-
-
-def _write_video(path, num_frames):
-    images = os.path.join(ensure_shapes("shapes_val"), "images")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, SIZE)
-    for i in range(num_frames):
-        writer.write(cv2.resize(cv2.imread(os.path.join(images, f"{i:05d}.png")), SIZE))
-    writer.release()
 
 
 def test_demo_draws_every_frame_of_a_video(tmp_path, capsys):
@@ -30,7 +18,7 @@ def test_demo_draws_every_frame_of_a_video(tmp_path, capsys):
     torch.manual_seed(0)
     DetectionCheckpointer(build_model(cfg), str(tmp_path)).save("random")
     video = str(tmp_path / "clip.avi")
-    _write_video(video, num_frames=3)
+    write_video(video, num_frames=3)
     written = demo_main(
         [
             "--config-file",

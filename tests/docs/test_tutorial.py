@@ -5,7 +5,7 @@ the four test modes at the end."""
 import os
 
 import nbformat
-from conftest import REPO
+from tests.conftest import REPO
 from nbclient import NotebookClient
 
 

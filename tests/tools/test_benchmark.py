@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
@@ -15,6 +14,7 @@ from detectron2.modeling import build_model
 from decoupled_rcnn import add_decoupled_rcnn_config
 from detcommon import add_common_config
 from double_head import add_doublehead_config
+from tests.conftest import REPO
 
 # Shrinks every model and run; the same for every config, so the ratios stay meaningful.
 TINY = ["MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64",

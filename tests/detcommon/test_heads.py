@@ -4,7 +4,6 @@ by the shared functions, and anything else is refused with a message saying what
 
 import pytest
 import torch
-from conftest import tiny_double_head_cfg
 from detectron2.modeling import build_model
 from torch import nn
 
@@ -14,6 +13,7 @@ from detcommon.heads import (
     predict_per_head,
     select_class_boxes,
 )
+from tests.conftest import tiny_double_head_cfg
 
 
 def _model(config, opts=()):

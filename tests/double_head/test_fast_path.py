@@ -3,13 +3,13 @@ the fc scores let through, and the same detections as the full path."""
 
 import pytest
 import torch
-from conftest import tiny_double_head_cfg
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from double_head import DoubleHeadConvHead
+from tests.conftest import tiny_double_head_cfg
 
 torch.set_num_threads(1)
 

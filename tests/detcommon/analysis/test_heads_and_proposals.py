@@ -6,20 +6,18 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OPTS
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
-from test_analysis_stats import _decodes_and_not_blank
 
 from detcommon.analysis.heads import fc_heads, predict_heads
 from detcommon.analysis.proposals import NUM_BINS, collect_proposal_records, iou_bins
 from detcommon.train import argument_parser, setup
+from tests.conftest import TINY_OPTS, decodes_and_not_blank
 from tools import analyze
 
 torch.set_num_threads(1)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Any shapes config as a model that runs in milliseconds on the CPU.
 TINY_MODEL = [
@@ -196,7 +194,7 @@ def test_proposals_command_writes_numbers_and_figures(tiny, tmp_path):
     for group in summary["groups"].values():
         assert sum(group["count"]) == group["num_proposals"]
     for name in ("proposals.png", "proposals_by_size.png", "proposals_by_difficulty.png"):
-        _decodes_and_not_blank(tmp_path / "ext" / name)
+        decodes_and_not_blank(tmp_path / "ext" / name)
     assert not (tmp_path / "base" / "proposals_by_difficulty.png").exists()
     rows = (tmp_path / "ext" / "proposals_bins.csv").read_text().splitlines()
     assert len(rows) == 1 + 7 * 3 * NUM_BINS
@@ -221,8 +219,8 @@ def test_sensitivity_commands(tiny, tmp_path):
     assert matrix.shape == (49, 49) and np.allclose(np.diag(matrix), 1)
     conv = json.loads((tmp_path / "conv_sensitivity.json").read_text())["conv"]
     assert conv["num_rois"] == 16 and np.array(conv["matrix"], dtype=float).shape == (49, 49)
-    _decodes_and_not_blank(tmp_path / "fc_sensitivity_fc.png")
-    _decodes_and_not_blank(tmp_path / "conv_sensitivity_conv.png")
+    decodes_and_not_blank(tmp_path / "fc_sensitivity_fc.png")
+    decodes_and_not_blank(tmp_path / "conv_sensitivity_conv.png")
 
 
 def test_decoupled_heads_are_all_fc_heads(tiny):

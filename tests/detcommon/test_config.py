@@ -5,15 +5,11 @@ import functools
 import os
 
 import pytest
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_proposal_generator, build_roi_heads
 
-from decoupled_rcnn import add_decoupled_rcnn_config
-from detcommon import add_common_config
 from detcommon.config import validate_config
-from double_head import add_doublehead_config
+from tests.conftest import project_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DH = "configs/shapes/dh_ext.yaml"
 DRCNN = "configs/shapes/drcnn_cascade.yaml"
 HEADS = "['DoubleHeadConvHead', 'FastRCNNConvFCHead'"  # start of the registry's list
@@ -186,16 +182,6 @@ CASES = [
         "set DATASETS.TEST",
     ),
 ]
-
-
-def project_cfg(config_file):
-    """The config train_net.py's setup() builds, without its logging and dataset side effects."""
-    cfg = get_cfg()
-    add_common_config(cfg)
-    add_doublehead_config(cfg)
-    add_decoupled_rcnn_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, config_file))
-    return cfg
 
 
 @functools.lru_cache()

@@ -7,7 +7,8 @@ import os
 import cv2
 import pytest
 import torch
-from conftest import TINY_OPTS, run_train_net
+
+from tests.conftest import TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/faster_rcnn.yaml"
 

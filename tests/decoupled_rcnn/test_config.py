@@ -9,8 +9,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_proposal_generator, build_roi_heads
 
 from decoupled_rcnn import add_decoupled_rcnn_config, check_decoupled_rcnn_config
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = {"p2": ShapeSpec(channels=8, stride=4)}
 CASCADE = {
     "NUM_REG_STAGES": 3,

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY_OPTS, run_train_net
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 from torch import nn
 
 import detcommon.checkpoint
 from detcommon.checkpoint import AtomicCheckpointer, CheckpointReadError
+from tests.conftest import REPO, TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 SCHEDULE = ["SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"]  # checkpoints after iterations 1 and 3
@@ -274,9 +274,9 @@ def test_resume_through_train_net_skips_unreadable_checkpoints(tmp_path):
 # train_net.py whose checkpoint writes fill the disk at the file named by $FAULT_ENOSPC.
 ENOSPC_RUNNER = f"""
 import os, runpy, sys
-sys.path.insert(0, {os.path.dirname(__file__)!r})
+sys.path.insert(0, {REPO!r})
 import detcommon.checkpoint
-from test_reliability_checkpoints import _full_disk_for
+from tests.detcommon.test_checkpoint import _full_disk_for
 
 detcommon.checkpoint.open = _full_disk_for(os.environ["FAULT_ENOSPC"], room=1 << 20)
 sys.argv = ["train_net.py", *sys.argv[1:]]

@@ -12,11 +12,11 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, TINY_OPTS, run_train_net
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from detcommon.checkpoint import AtomicCheckpointer
+from tests.conftest import REPO, TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 # Checkpoints after iterations 1, 3, 5; the learning rate drops tenfold at iterations 3 and 5.

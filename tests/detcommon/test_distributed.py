@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_OPTS, free_port
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from detcommon.monitor import RANK_LOSS_LOG_ENV
+from tests.conftest import REPO, TINY_OPTS, free_port
 
 NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images
 HEAD_LOSSES = {

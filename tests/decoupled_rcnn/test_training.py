@@ -13,8 +13,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from decoupled_rcnn import add_decoupled_rcnn_config
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_ITERS = 20
 
 
@@ -81,7 +81,7 @@ def test_a_few_iterations_on_shapes_lower_the_loss(trained):
     assert mean("loss_cls", last) < 0.8 * mean("loss_cls", first)
     # The regression losses alone are not compared: their sample changes as the RPN learns (at
     # first mostly the ground-truth boxes themselves, with zero loss). See
-    # test_regressors_fit_fixed_rois in test_decoupled_roi_heads.py for their learning.
+    # test_regressors_fit_fixed_rois in test_roi_heads.py for their learning.
 
 
 @pytest.mark.slow

@@ -58,9 +58,10 @@ def test_cache_is_made_once_verified_and_remade_when_corrupt(tmp_path):
 
 
 def test_weights_load_into_every_backbone_parameter_of_a_shapes_model(tmp_path):
-    from conftest import tiny_double_head_cfg
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
+
+    from tests.conftest import tiny_double_head_cfg
 
     path = ensure_pretrained("tiny", root=str(tmp_path), recipe=TINY)
     cfg = tiny_double_head_cfg()

@@ -9,7 +9,6 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, run_train_net
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import build_model
 from detectron2.solver import build_lr_scheduler, build_optimizer
@@ -17,6 +16,8 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
+
+from tests.conftest import REPO, run_train_net
 
 COCO = [
     "faster_rcnn_R50_FPN_1x", "dh_faster_rcnn_R50_FPN_1x", "dh_R50_FPN_1x", "dh_ext_R50_FPN_1x", "dh_ext_R101_FPN_1x",

@@ -10,17 +10,16 @@ import shutil
 
 import pytest
 import torch
-from conftest import TINY_OPTS, run_train_net
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, get_detection_dataset_dicts
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
-from test_reliability_config import project_cfg
 
 from detcommon import add_common_config, register_coco_dataset
 from detcommon.data import CheckedDatasetMapper
 from detcommon.shapes import ensure_shapes
+from tests.conftest import TINY_OPTS, project_cfg, run_train_net
 
 NAME = "reliability_bad_data"
 

@@ -6,11 +6,11 @@ import os
 
 import pytest
 import torch
-from conftest import TINY_OPTS, run_train_net
 from detectron2.utils.events import EventStorage
 
 from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.reproduce import learning_curve
+from tests.conftest import TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/faster_rcnn.yaml"
 

@@ -1,7 +1,8 @@
 """train_net.py with the Decoupled R-CNN shapes configs: a few iterations, evaluation, and DDP."""
 
 import pytest
-from conftest import TINY_OPTS, run_train_net
+
+from tests.conftest import TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/drcnn_cascade.yaml"
 
