@@ -1,8 +1,10 @@
-"""Two CPU processes over gloo for Double-Head-Ext and the Decoupled R-CNN cascade, started by
-`train_net.py --num-gpus 2`, by `torchrun --nproc_per_node 2` and as two local "machines"
+"""Two CPU processes over gloo (the one file of the suite for multi-process training) for the FPN
+baseline, Double-Head-Ext and the Decoupled R-CNN cascade, started by `train_net.py --num-gpus 2`
+(every model), by `torchrun --nproc_per_node 2` and as two local "machines"
 (`--num-machines 2 --machine-rank {0,1} --dist-url tcp://...`): both ranks log, their losses are
 averaged into metrics.json, evaluation gathers the detections of both ranks, and metrics.json
-and the TensorBoard events hold every loss term."""
+and the TensorBoard events hold every loss term (every parameter takes part in every step, as
+DistributedDataParallel requires)."""
 
 import glob
 import json
@@ -20,6 +22,7 @@ from tests.conftest import REPO, TINY_OPTS, free_port
 
 NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images
 HEAD_LOSSES = {
+    "faster_rcnn": ["loss_cls", "loss_box_reg"],
     "dh_ext": ["loss_cls_fc", "loss_box_reg_fc", "loss_cls_conv", "loss_box_reg_conv"],
     "drcnn_cascade": ["loss_cls", "loss_box_reg_s1", "loss_box_reg_s2", "loss_box_reg_s3"],
 }
@@ -89,6 +92,7 @@ def ddp_run(request, tiny_val, tmp_path_factory):
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * len(procs), logs[0][-3000:]
     assert "DistributedDataParallel over 2 gloo processes" in logs[0]
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
     return model, out
 
 

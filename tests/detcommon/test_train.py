@@ -137,28 +137,6 @@ def test_default_predictor_returns_boxes(trained, shapes_root):
     assert torch.all(instances.pred_classes < 5)
 
 
-def test_two_processes_over_gloo(tmp_path):
-    out = str(tmp_path)
-    code, log = run_train_net(
-        "--config-file",
-        CONFIG,
-        "--num-gpus",
-        "2",
-        *TINY_OPTS,
-        "SOLVER.MAX_ITER",
-        "3",
-        "DATASETS.TEST",
-        "()",
-        "OUTPUT_DIR",
-        out,
-    )
-    assert code == 0, log[-3000:]
-    assert "World size: 2" in log
-    assert "DistributedDataParallel over 2 gloo processes" in log
-    assert os.path.isfile(os.path.join(out, "model_final.pth"))
-    assert max(r["iteration"] for r in _metrics(out) if "total_loss" in r) == 2
-
-
 def test_demo_cli_draws_predictions(trained, tmp_path):
     from detcommon.shapes import ensure_shapes
     from tools.demo import expand_inputs
