@@ -179,6 +179,20 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def torchrun_command(nproc):
+    """The command line start of `torchrun --nproc_per_node nproc` on a free port, with this
+    interpreter (append the script and its arguments)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(free_port()),
+    ]
+
+
 @pytest.fixture(scope="session")
 def site_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("site")

@@ -18,7 +18,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from detcommon.monitor import RANK_LOSS_LOG_ENV
-from tests.conftest import REPO, TINY_OPTS, free_port
+from tests.conftest import REPO, TINY_OPTS, free_port, torchrun_command
 
 NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images
 HEAD_LOSSES = {
@@ -42,16 +42,7 @@ def _commands(launcher, args):
     if launcher == "num_gpus":
         return [[sys.executable, train_net, "--num-gpus", "2", *args]]
     if launcher == "torchrun":
-        torchrun = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            str(free_port()),
-        ]
-        return [[*torchrun, train_net, *args]]
+        return [[*torchrun_command(2), train_net, *args]]
     url = f"tcp://127.0.0.1:{free_port()}"
     return [
         [

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from detcommon.launch import WATCHDOG_TIMEOUT_ENV, launch, torchrun_environment
 from detcommon.watchdog import LOST_RANK_EXIT_CODE, PeerWatchdog, _process_identity
-from tests.conftest import TINY_OPTS, PausedRun, free_port
+from tests.conftest import TINY_OPTS, PausedRun, free_port, torchrun_command
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 SCHEDULE = ["SOLVER.MAX_ITER", "8", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()"]
@@ -201,16 +201,7 @@ def test_a_frozen_rank_is_lost_after_the_heartbeat_timeout(site_dir, tmp_path):
 
 def test_a_killed_torchrun_worker_stops_the_run(site_dir, tmp_path):
     out = str(tmp_path)
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    command = [*torchrun, *_command(out)[1:]]
+    command = [*torchrun_command(2), *_command(out)[1:]]
     with PausedRun(site_dir, out, [command], 2, PAUSE_AT) as run:
         os.kill(run.rank_pid(1), signal.SIGKILL)
         run.release()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from detcommon.preemption import PREEMPTED_EXIT_CODE
-from tests.conftest import TINY_OPTS, PausedRun, free_port, run_train_net
+from tests.conftest import TINY_OPTS, PausedRun, run_train_net, torchrun_command
 
 CONFIG = "configs/shapes/dh_ext.yaml"
 # Periodic checkpoints after iterations 1, 3, 5; the learning rate drops tenfold at 3 and at 5.
@@ -27,12 +27,10 @@ def _signal_during_iteration(
     sends `signum` to `target` ("launcher" or a rank) while every rank waits before iteration
     `pause_at`; returns (exit code, launcher output, seconds from signal to exit)."""
     if torchrun:
-        launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(num_gpus), "--master_port", str(free_port()),
-                    "train_net.py"]  # fmt: skip
+        launcher = [*torchrun_command(num_gpus), "train_net.py"]
     else:
-        launcher = ["train_net.py", "--num-gpus", str(num_gpus)]
+        launcher = [sys.executable, "train_net.py", "--num-gpus", str(num_gpus)]
     command = [
-        sys.executable,
         *launcher,
         "--config-file",
         CONFIG,
