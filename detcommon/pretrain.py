@@ -37,7 +37,7 @@ from iopath.common.file_io import PathHandler
 from torch import nn
 from torch.nn import functional as F
 
-from .shapes import SHAPES_CLASSES, ShapesSpec, render_image, sha256_file
+from .shapes import SHAPES_CLASSES, ShapesSpec, read_manifest, render_image, sha256_file
 
 __all__ = [
     "PretrainRecipe",
@@ -233,13 +233,11 @@ def pretrain(recipe: PretrainRecipe, log_period: int = 100):
 
 def _verify(path, manifest_path, recipe):
     """None if `path` holds the weights of `recipe`, else why not."""
-    if not os.path.isfile(path) or not os.path.isfile(manifest_path):
+    manifest, problem = read_manifest(manifest_path)
+    if not os.path.isfile(path) or problem == "missing":
         return "not made yet"
-    try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        return f"unreadable manifest ({e})"
+    if problem:
+        return f"manifest {problem}"
     if manifest.get("recipe") != recipe.to_dict():
         return f"made with another recipe {manifest.get('recipe')}"
     if manifest.get("sha256") != sha256_file(path):

@@ -217,16 +217,26 @@ def _write_split(name, spec, out_dir):
     }
 
 
+def read_manifest(path):
+    """(the JSON manifest at `path`, None), or (None, why it cannot be used: "missing" or
+    "unreadable (<error>)"). The manifests of the caches hold what a cached file was made from
+    and its SHA-256."""
+    if not os.path.isfile(path):
+        return None, "missing"
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except (OSError, ValueError) as e:
+        return None, f"unreadable ({e})"
+
+
 def verify_split(split_dir, spec):
     """Returns None if split_dir holds exactly what `spec` generates, else the reason it does not."""
-    manifest_path = os.path.join(split_dir, "manifest.json")
-    if not os.path.isfile(manifest_path):
+    manifest, problem = read_manifest(os.path.join(split_dir, "manifest.json"))
+    if problem == "missing":
         return "no manifest.json (generation never finished)"
-    try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        return f"unreadable manifest.json ({e})"
+    if problem:
+        return f"manifest.json {problem}"
     if manifest.get("spec") != spec.to_dict():
         return f"made with other parameters {manifest.get('spec')}"
     files = manifest.get("files", {})
