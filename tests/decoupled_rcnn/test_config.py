@@ -52,24 +52,18 @@ def test_defaults_are_the_paper_single_regressor():
         ({"NMS_THRESH_REG": 0.0}, "NMS_THRESH_REG"),
         ({"NMS_THRESH_REG": 1.2}, "NMS_THRESH_REG"),
         ({"NMS_THRESH_REG": 0.6}, "MODEL.RPN.NMS_THRESH"),
-        ({"NUM_REG_STAGES": 0}, "NUM_REG_STAGES"),
         ({"NUM_REG_STAGES": 2}, "REG_STAGE_BBOX_REG_WEIGHTS"),
-        ({"REG_STAGE_LOSS_WEIGHTS": (1.0, 0.5)}, "REG_STAGE_LOSS_WEIGHTS"),
         ({"REG_STAGE_BBOX_REG_WEIGHTS": ((10.0, 10.0, 5.0),)}, "REG_STAGE_BBOX_REG_WEIGHTS"),
         ({"TEST_STAGE": 2}, "TEST_STAGE"),
-        ({"REG_LOSS_LAMBDA": -0.5}, "REG_LOSS_LAMBDA"),
-        ({"REG_LOSS_TYPE": "giou"}, "REG_LOSS_TYPE"),
-        ({"REG_BATCH_SIZE_PER_IMAGE": 0}, "REG_BATCH_SIZE_PER_IMAGE"),
         ({"SHARE_FC": True, "REG_HEAD_NAME": "DoubleHeadConvHead"}, "REG_HEAD_NAME"),
         ({"REG_LOSS_NORMALIZER": "batch_size"}, "REG_LOSS_NORMALIZER_PER_IMAGE 512"),
-        ({"REG_LOSS_NORMALIZER": "mean"}, "REG_LOSS_NORMALIZER"),
-        ({"REG_LOSS_NORMALIZER_PER_IMAGE": 0}, "REG_LOSS_NORMALIZER_PER_IMAGE"),
-        ({"REG_ROI_SCALE": 0.0}, "REG_ROI_SCALE"),
-        ({"TEST_CLASS_BOXES": "all"}, "TEST_CLASS_BOXES"),
         (dict(CASCADE, TEST_CLASS_BOXES="per_class"), "TEST_CLASS_BOXES 'per_class'"),
     ],
 )
 def test_invalid_settings_fail_at_build_time_naming_the_key(settings, key):
+    """Each builder alone (the RPN, the RoI heads) refuses an inconsistent MODEL.DECOUPLED, so the
+    modules are safe without train_net.py's checks; the bad value of every key, with the allowed
+    values in the message, is tests/detcommon/test_config.py's table."""
     for build in (build_proposal_generator, build_roi_heads):
         with pytest.raises(ValueError, match=key):
             build(_cfg(**settings), SHAPE)
