@@ -2,26 +2,17 @@
 against iterations, several runs side by side, drawn with matplotlib's Agg backend
 (`tools/plot_metrics.py`)."""
 
-import json
 import math
 import os
 from typing import Dict, List, Sequence, Tuple
 
 from .evaluation import TABLE_ORDER
+from .metrics import metrics_rows
 from .reproduce import learning_curve
 
 __all__ = ["metric_curves", "run_curves", "plot_runs"]
 
 Curve = List[Tuple[int, float]]
-
-
-def _metrics_json(run_dir: str) -> str:
-    path = os.path.join(run_dir, "metrics.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{run_dir!r} has no metrics.json: pass the OUTPUT_DIR of a train_net.py run"
-        )
-    return path
 
 
 def metric_curves(run_dir: str, prefix: str) -> Dict[str, Curve]:
@@ -31,12 +22,10 @@ def metric_curves(run_dir: str, prefix: str) -> Dict[str, Curve]:
     iteration + 1), in order, a later row of the same iteration (a resumed run) winning.
     """
     points = {}
-    with open(_metrics_json(run_dir)) as f:
-        for line in f:
-            row = json.loads(line)
-            for key, value in row.items():
-                if key.startswith(prefix):
-                    points.setdefault(key, {})[row["iteration"] + 1] = value
+    for row in metrics_rows(run_dir):
+        for key, value in row.items():
+            if key.startswith(prefix):
+                points.setdefault(key, {})[row["iteration"] + 1] = value
     return {key: sorted(curve.items()) for key, curve in sorted(points.items())}
 
 

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import yaml
 
 from .evaluation import IOU_THRESHOLDS, TABLE_ORDER
+from .metrics import metrics_rows
 
 __all__ = [
     "Run",
@@ -123,11 +124,9 @@ def finished_result(run: Run, known: Sequence[dict] = ()) -> Optional[dict]:
 def final_metrics(metrics_json: str, prefix: str = "bbox/") -> dict:
     """The last evaluation rows of a Detectron2 metrics.json: {column: value} of `prefix` keys."""
     results = {}
-    with open(metrics_json) as f:
-        for line in f:
-            row = json.loads(line)
-            if f"{prefix}AP" in row:
-                results = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
+    for row in metrics_rows(metrics_json):
+        if f"{prefix}AP" in row:
+            results = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
     if not results:
         raise RuntimeError(
             f"No {prefix}AP in {metrics_json}: the run did not finish its evaluation"
@@ -338,8 +337,7 @@ def _save(fig, ax, path: str, title: str) -> str:
 
 def learning_curve(output_dir: str, column: str = "AP") -> List[tuple]:
     """[(iteration, bbox/<column>)] of every evaluation in a run's metrics.json, in order."""
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = metrics_rows(output_dir)
     # A periodic evaluation is logged at the 0-based iteration it follows (149 after the 150th);
     # the final one at MAX_ITER itself (600 after 600), beyond every training row.
     last_train = max((r["iteration"] for r in rows if f"bbox/{column}" not in r), default=-1)
