@@ -22,14 +22,14 @@ from torch import nn
 
 from ..heads import HeadOutput, named_box_heads, predict_per_head
 
-__all__ = ["HeadOutput", "box_heads", "fc_heads", "conv_heads", "predict_heads", "describe_heads"]
-
-box_heads = named_box_heads
+__all__ = ["HeadOutput", "fc_heads", "conv_heads", "predict_heads", "describe_heads"]
 
 
 def describe_heads(roi_heads: nn.Module) -> str:
     """A one-line list of the model's heads and their types, for error messages."""
-    heads = ", ".join(f"{name}={type(h).__name__}" for name, h in box_heads(roi_heads).items())
+    heads = ", ".join(
+        f"{name}={type(h).__name__}" for name, h in named_box_heads(roi_heads).items()
+    )
     return f"{type(roi_heads).__name__} with box heads {heads}"
 
 
@@ -37,7 +37,7 @@ def fc_heads(roi_heads: nn.Module) -> Dict[str, FastRCNNConvFCHead]:
     """Heads whose first layer on the flattened RoI features is an fc layer (`head.fcs[0]`)."""
     return {
         name: head
-        for name, head in box_heads(roi_heads).items()
+        for name, head in named_box_heads(roi_heads).items()
         if isinstance(head, FastRCNNConvFCHead) and head.fcs
     }
 
@@ -47,7 +47,7 @@ def conv_heads(roi_heads: nn.Module) -> Dict[str, nn.Module]:
     DoubleHeadConvHead) and whose `avgpool` takes their last block's (R, C, H, W) output."""
     return {
         name: head
-        for name, head in box_heads(roi_heads).items()
+        for name, head in named_box_heads(roi_heads).items()
         if getattr(head, "analysis_name", None) == "conv" and hasattr(head, "avgpool")
     }
 
