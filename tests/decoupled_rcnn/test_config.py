@@ -46,27 +46,57 @@ def test_defaults_are_the_paper_single_regressor():
     build_roi_heads(_cfg(), SHAPE)
 
 
+RPN_CASES = [
+    ({"NMS_THRESH_REG": 0.0}, "NMS_THRESH_REG"),
+    ({"NMS_THRESH_REG": 1.2}, "NMS_THRESH_REG"),
+    ({"NMS_THRESH_REG": 0.6}, "MODEL.RPN.NMS_THRESH"),
+]
+ROI_HEADS_CASES = [
+    ({"NUM_REG_STAGES": 2}, "REG_STAGE_BBOX_REG_WEIGHTS"),
+    ({"REG_STAGE_BBOX_REG_WEIGHTS": ((10.0, 10.0, 5.0),)}, "REG_STAGE_BBOX_REG_WEIGHTS"),
+    ({"TEST_STAGE": 2}, "TEST_STAGE"),
+    ({"SHARE_FC": True, "REG_HEAD_NAME": "DoubleHeadConvHead"}, "REG_HEAD_NAME"),
+    ({"REG_LOSS_NORMALIZER": "batch_size"}, "REG_LOSS_NORMALIZER_PER_IMAGE 512"),
+    (dict(CASCADE, TEST_CLASS_BOXES="per_class"), "TEST_CLASS_BOXES 'per_class'"),
+]
+
+
 @pytest.mark.parametrize(
-    "settings, key",
-    [
-        ({"NMS_THRESH_REG": 0.0}, "NMS_THRESH_REG"),
-        ({"NMS_THRESH_REG": 1.2}, "NMS_THRESH_REG"),
-        ({"NMS_THRESH_REG": 0.6}, "MODEL.RPN.NMS_THRESH"),
-        ({"NUM_REG_STAGES": 2}, "REG_STAGE_BBOX_REG_WEIGHTS"),
-        ({"REG_STAGE_BBOX_REG_WEIGHTS": ((10.0, 10.0, 5.0),)}, "REG_STAGE_BBOX_REG_WEIGHTS"),
-        ({"TEST_STAGE": 2}, "TEST_STAGE"),
-        ({"SHARE_FC": True, "REG_HEAD_NAME": "DoubleHeadConvHead"}, "REG_HEAD_NAME"),
-        ({"REG_LOSS_NORMALIZER": "batch_size"}, "REG_LOSS_NORMALIZER_PER_IMAGE 512"),
-        (dict(CASCADE, TEST_CLASS_BOXES="per_class"), "TEST_CLASS_BOXES 'per_class'"),
-    ],
+    "build, settings, key",
+    [(build_proposal_generator, *c) for c in RPN_CASES]
+    + [(build_roi_heads, *c) for c in ROI_HEADS_CASES],
+    ids=lambda x: getattr(x, "__name__", None),
 )
-def test_invalid_settings_fail_at_build_time_naming_the_key(settings, key):
-    """Each builder alone (the RPN, the RoI heads) refuses an inconsistent MODEL.DECOUPLED, so the
-    modules are safe without train_net.py's checks; the bad value of every key, with the allowed
-    values in the message, is tests/detcommon/test_config.py's table."""
-    for build in (build_proposal_generator, build_roi_heads):
-        with pytest.raises(ValueError, match=key):
-            build(_cfg(**settings), SHAPE)
+def test_each_builder_refuses_a_bad_key_it_reads(build, settings, key):
+    """The RPN and the RoI heads each check the MODEL.DECOUPLED keys they read, so the modules
+    are safe without train_net.py's checks; the bad value of every key, with the allowed values
+    in the message, is tests/detcommon/test_config.py's table."""
+    with pytest.raises(ValueError, match=key):
+        build(_cfg(**settings), SHAPE)
+    with pytest.raises(ValueError, match=key):
+        check_decoupled_rcnn_config(_cfg(**settings))
+
+
+@pytest.mark.parametrize("settings, key", ROI_HEADS_CASES)
+def test_the_rpn_does_not_check_the_heads_keys(settings, key):
+    build_proposal_generator(_cfg(**settings), SHAPE)
+
+
+def test_a_model_build_checks_each_key_once(monkeypatch):
+    """Building the RPN and the RoI heads runs each part of the check once (not the whole
+    check twice)."""
+    from decoupled_rcnn import roi_heads, rpn
+
+    calls = []
+    for module, name in (
+        (rpn, "check_decoupled_rpn_config"),
+        (roi_heads, "check_decoupled_roi_heads_config"),
+    ):
+        check = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda cfg, n=name, c=check: calls.append(n) or c(cfg))
+    build_proposal_generator(_cfg(), SHAPE)
+    build_roi_heads(_cfg(), SHAPE)
+    assert calls == ["check_decoupled_rpn_config", "check_decoupled_roi_heads_config"]
 
 
 def test_per_class_boxes_of_a_cascade_need_test_stage_1():

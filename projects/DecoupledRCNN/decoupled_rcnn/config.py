@@ -5,7 +5,13 @@ import numbers
 from detectron2.config import CfgNode as CN
 from detectron2.modeling.roi_heads import ROI_BOX_HEAD_REGISTRY
 
-__all__ = ["add_decoupled_rcnn_config", "check_decoupled_rcnn_config", "check_decoupled_rcnn_model"]
+__all__ = [
+    "add_decoupled_rcnn_config",
+    "check_decoupled_rcnn_config",
+    "check_decoupled_rcnn_model",
+    "check_decoupled_roi_heads_config",
+    "check_decoupled_rpn_config",
+]
 
 # Values of MODEL.DECOUPLED.REG_LOSS_NORMALIZER and MODEL.DECOUPLED.TEST_CLASS_BOXES.
 REG_LOSS_NORMALIZERS = ("fixed", "num_samples")
@@ -72,8 +78,13 @@ def add_decoupled_rcnn_config(cfg):
 
 def check_decoupled_rcnn_config(cfg):
     """Raises ValueError, naming the key, for an inconsistent MODEL.DECOUPLED."""
+    check_decoupled_rpn_config(cfg)
+    check_decoupled_roi_heads_config(cfg)
+
+
+def check_decoupled_rpn_config(cfg):
+    """Raises ValueError, naming the key, for a bad MODEL.DECOUPLED key that DecoupledRPN reads."""
     d = cfg.MODEL.DECOUPLED
-    num_stages = d.NUM_REG_STAGES
     if not 0.0 < d.NMS_THRESH_REG <= 1.0:
         raise ValueError(
             f"MODEL.DECOUPLED.NMS_THRESH_REG must be in (0, 1], got {d.NMS_THRESH_REG}"
@@ -83,6 +94,13 @@ def check_decoupled_rcnn_config(cfg):
             f"MODEL.DECOUPLED.NMS_THRESH_REG ({d.NMS_THRESH_REG}) must not be below "
             f"MODEL.RPN.NMS_THRESH ({cfg.MODEL.RPN.NMS_THRESH}): regression wants the denser set"
         )
+
+
+def check_decoupled_roi_heads_config(cfg):
+    """Raises ValueError, naming the key, for an inconsistent MODEL.DECOUPLED key that
+    DecoupledROIHeads reads."""
+    d = cfg.MODEL.DECOUPLED
+    num_stages = d.NUM_REG_STAGES
     if d.REG_BATCH_SIZE_PER_IMAGE < 1:
         raise ValueError(
             "MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE must be >= 1, "

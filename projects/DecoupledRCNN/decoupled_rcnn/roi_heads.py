@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from detcommon.heads import HeadOutput, class_probability, select_class_boxes
 from detcommon.poolers import EnlargedROIPooler
 
-from .config import REG_LOSS_NORMALIZERS, check_decoupled_rcnn_config
+from .config import REG_LOSS_NORMALIZERS, check_decoupled_roi_heads_config
 from .rpn import split_decoupled_proposals
 from .sampling import sample_regression_proposals
 
@@ -140,7 +140,7 @@ class DecoupledROIHeads(StandardROIHeads):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        check_decoupled_rcnn_config(cfg)
+        check_decoupled_roi_heads_config(cfg)
         return super().from_config(cfg, input_shape)
 
     @classmethod

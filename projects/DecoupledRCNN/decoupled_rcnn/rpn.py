@@ -18,7 +18,7 @@ from detectron2.modeling.proposal_generator import RPN
 from detectron2.modeling.proposal_generator.proposal_utils import find_top_rpn_proposals
 from detectron2.structures import Instances
 
-from .config import check_decoupled_rcnn_config
+from .config import check_decoupled_rpn_config
 
 __all__ = ["DecoupledRPN", "split_decoupled_proposals"]
 
@@ -49,7 +49,7 @@ class DecoupledRPN(RPN):
 
     @classmethod
     def from_config(cls, cfg, input_shape):
-        check_decoupled_rcnn_config(cfg)
+        check_decoupled_rpn_config(cfg)
         ret = super().from_config(cfg, input_shape)
         ret["nms_thresh_reg"] = cfg.MODEL.DECOUPLED.NMS_THRESH_REG
         return ret
