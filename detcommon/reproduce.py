@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Dict, List, Optional, Sequence
 
 import yaml
@@ -37,6 +38,8 @@ __all__ = [
     "learning_curve",
     "plot_learning_curves",
     "compare",
+    "training_seconds",
+    "training_time_line",
     "IOU_COLUMNS",
 ]
 
@@ -45,6 +48,9 @@ logger = logging.getLogger(__name__)
 IOU_COLUMNS = [f"AP{round(t * 100)}" for t in IOU_THRESHOLDS]
 RESULT_FILE = "result.json"
 _PROGRESS = re.compile(r"eta: (\S+)\s+iter: (\d+)")
+_LOG_TIME = re.compile(r"^\[(\d\d/\d\d \d\d:\d\d:\d\d)\] ")
+# the first line each train_net.py process writes to log.txt (detectron2's default_setup)
+_PROCESS_START = "detectron2 INFO: Rank of current process"
 
 
 @dataclass
@@ -94,6 +100,49 @@ def git_commit(repo: str) -> str:
     return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def training_seconds(output_dir: str) -> Optional[float]:
+    """
+    Wall seconds the run's train_net.py processes took (setup, training, periodic and final
+    evaluations), summed over every start of the run (it appends to one log.txt when resumed):
+    each process from its first to its last timestamped line, so the time between a killed
+    process and its resume is not counted. None if the folder has no log.txt.
+    """
+    path = os.path.join(output_dir, "log.txt")
+    if not os.path.isfile(path):
+        return None
+    processes = []  # [first, last] timestamp of each process
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = _LOG_TIME.match(line)
+            if m is None:
+                continue
+            # log.txt has no year; a process spanning New Year's Eve counts from Jan 1st
+            t = datetime.strptime("2000/" + m.group(1), "%Y/%m/%d %H:%M:%S")
+            if not processes or _PROCESS_START in line or t < processes[-1][1]:
+                processes.append([t, t])
+            processes[-1][1] = t
+    return sum((last - first).total_seconds() for first, last in processes)
+
+
+def training_time_line(results: Sequence[dict]) -> str:
+    """One markdown line: each model's training wall time (`train_seconds`), mean and range
+    over its runs, in minutes; "" when no result has one."""
+    minutes: Dict[str, List[float]] = {}
+    for r in results:
+        if r.get("train_seconds") is not None:
+            minutes.setdefault(r["model"], []).append(r["train_seconds"] / 60)
+    if not minutes:
+        return ""
+    parts = [
+        f"{m} {statistics.fmean(v):.1f}" + (f" ({min(v):.1f}-{max(v):.1f})" if len(v) > 1 else "")
+        for m, v in minutes.items()
+    ]
+    return (
+        "Training wall time per run, minutes (train_net.py's log.txt, summed over resumes; mean "
+        "and range over seeds): " + ", ".join(parts)
+    )
+
+
 def read_result(run: Run) -> Optional[dict]:
     """The run's result if it has finished with this recipe; None if it has not finished."""
     path = os.path.join(run.output_dir, RESULT_FILE)
@@ -106,6 +155,8 @@ def read_result(run: Run) -> Optional[dict]:
             f"{path} was made with another recipe (config files, options or seed changed since). "
             f"Delete {run.output_dir} to retrain it, or pass another --output-dir."
         )
+    if result.get("train_seconds") is None:  # results written before it was recorded
+        result["train_seconds"] = training_seconds(run.output_dir)
     return result
 
 
@@ -199,7 +250,8 @@ def run_all(
 ) -> List[dict]:
     """
     Trains and evaluates every run not finished yet, in order; returns every run's result
-    ({"model", "seed", "metrics", "evals", "seconds", ...}).
+    ({"model", "seed", "metrics", "evals", "seconds" of this call, "train_seconds" over every
+    start of the run (`training_seconds`), ...}).
 
     Args:
         known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
@@ -226,6 +278,7 @@ def run_all(
                 "metrics": metrics,
                 "evals": evals,
                 "seconds": round(time.monotonic() - start, 1),
+                "train_seconds": training_seconds(run.output_dir),
                 "commit": git_commit(os.path.dirname(os.path.abspath(train_script))),
                 "recipe_key": run.recipe_key(),
             }
@@ -233,7 +286,10 @@ def run_all(
             with open(tmp, "w") as f:
                 json.dump(result, f, indent=1)
             os.replace(tmp, os.path.join(run.output_dir, RESULT_FILE))
-            print_fn(f"{label}: AP {metrics['AP']:.1f} in {result['seconds'] / 60:.1f} min")
+            print_fn(
+                f"{label}: AP {metrics['AP']:.1f}, trained in "
+                f"{result['train_seconds'] / 60:.1f} min (this call {result['seconds'] / 60:.1f})"
+            )
             if on_result is not None:
                 on_result([*results, result])
         else:

@@ -33,6 +33,7 @@ from detcommon.reproduce import (
     plot_learning_curves,
     run_all,
     summarize,
+    training_time_line,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,6 +196,8 @@ def write_report(args, results, known=(), quiet=False):
         "",
         markdown_table(summary),
     ]
+    if training_time_line(results):
+        lines += ["", training_time_line(results)]
     if args.study == "main":
         lines += [
             "",

@@ -57,6 +57,7 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     std = abs(ap[0] - ap[1]) / 2**0.5  # sample std of two values
     assert f"| faster_rcnn | 2 | {mean:.1f} ± {std:.1f} |" in table
     assert "inference modes" in table
+    assert all(r["train_seconds"] > 0 for r in doc["runs"]) and "Training wall time" in table
     png = tmp_path / "results" / "shapes_ap_vs_iou.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -124,6 +125,28 @@ def test_learning_curve_counts_iterations_trained(tmp_path):
     rows.append({"iteration": 60, "bbox/AP": 20.0})  # final, logged at MAX_ITER = 60
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert learning_curve(str(tmp_path)) == [(40, 10.0), (60, 20.0)]
+
+
+def test_training_time_sums_the_processes_of_a_resumed_run(tmp_path):
+    """Two starts of one run in one log.txt: 65 s + 30 s, not the 2 h between them."""
+    from detcommon.reproduce import training_seconds, training_time_line
+
+    assert training_seconds(str(tmp_path)) is None
+    start = "detectron2 INFO: Rank of current process: 0. World size: 1"
+    lines = [
+        f"[12/01 16:28:15] {start}",
+        "[12/01 16:28:16] d2.engine.train_loop INFO: Starting training from iteration 0",
+        "  a continued line without a time stamp",
+        "[12/01 16:29:20] d2.utils.events INFO:  eta: 0:10:00  iter: 19",  # killed after this
+        f"[12/01 18:33:45] {start}",
+        "[12/01 18:34:15] d2.evaluation.evaluator INFO: Inference done 120/120.",
+    ]
+    (tmp_path / "log.txt").write_text("\n".join(lines) + "\n")
+    assert training_seconds(str(tmp_path)) == 95.0
+    line = training_time_line(
+        [{"model": "a", "train_seconds": 60.0}, {"model": "a", "train_seconds": 180.0}]
+    )
+    assert line.endswith(": a 2.0 (1.0-3.0)")
 
 
 @pytest.mark.parametrize("study", ["main", "nms_reg", "fidelity", "schedule"])
