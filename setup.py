@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Installs the shared `detcommon` package and every project package under projects/."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # Each project keeps its package inside its own folder, as Detectron2 projects do;
 # package_dir makes them importable after `pip install -e .` without PYTHONPATH.
@@ -11,6 +11,6 @@ PROJECT_PACKAGES = {
 }
 
 setup(
-    packages=["detcommon", *PROJECT_PACKAGES],
+    packages=[*find_packages(include=["detcommon", "detcommon.*"]), *PROJECT_PACKAGES],
     package_dir=PROJECT_PACKAGES,
 )

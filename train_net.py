@@ -10,7 +10,7 @@
     torchrun --nproc_per_node 4 train_net.py --config-file configs/dh_ext_R50_FPN_1x.yaml
 
 A Python LazyConfig (configs/lazy/, same models and values) runs the same way, with Detectron2's
-key=value overrides (detcommon/lazy.py). The code is in detcommon.train:
+key=value overrides (detcommon/engine/lazy.py). The code is in detcommon.engine.train:
 
     python train_net.py --config-file configs/lazy/dh_ext_R50_FPN_1x.py --num-gpus 4 train.max_iter=90000
 
@@ -20,8 +20,8 @@ SIGTERM or SIGUSR1 during training: a checkpoint of the current iteration, exit 
 with --resume (docs/RELIABILITY.md).
 """
 
-from detcommon.launch import launch
-from detcommon.train import argument_parser, main
+from detcommon.engine.launch import launch
+from detcommon.engine.train import argument_parser, main
 
 if __name__ == "__main__":
     args = argument_parser().parse_args()

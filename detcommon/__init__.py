@@ -3,10 +3,10 @@ registration, COCO evaluation with the papers' AP columns, the pretrained shapes
 trainer helpers."""
 
 from .config import add_common_config
-from .datasets import register_coco_dataset, register_shapes, validate_coco_detection_json
+from .data.datasets import register_coco_dataset, register_shapes, validate_coco_detection_json
+from .data.shapes import SHAPES_CLASSES, ensure_shapes
 from .evaluation import PaperCOCOEvaluator
 from .pretrain import ensure_pretrained  # also registers shapes-pretrained:// with PathManager
-from .shapes import SHAPES_CLASSES, ensure_shapes
 
 register_shapes()
 

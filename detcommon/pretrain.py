@@ -37,7 +37,7 @@ from iopath.common.file_io import PathHandler
 from torch import nn
 from torch.nn import functional as F
 
-from .shapes import SHAPES_CLASSES, ShapesSpec, read_manifest, render_image, sha256_file
+from .data.shapes import SHAPES_CLASSES, ShapesSpec, read_manifest, render_image, sha256_file
 
 __all__ = [
     "PretrainRecipe",

@@ -40,7 +40,7 @@ class Project:
             ValueError naming the lazy keys when a node of one of the project's classes holds
             a bad value or combination, and returns that node's {YAML key: lazy key}, with
             which errors of building the model name lazy keys; None for other nodes. Run
-            before the model is built (detcommon.lazy.validate_lazy_config and build_model),
+            before the model is built (detcommon.engine.lazy.validate_lazy_config and build_model),
             so it must not change the config.
         lazy_evaluation (callable or None): (model, build_evaluator) -> (model, evaluator) for
             a LazyConfig run's evaluation of one dataset, or None when the model asks for none

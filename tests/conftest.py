@@ -87,7 +87,7 @@ def write_video(path, num_frames, size=(160, 128)):
     """An MJPG video of the first `num_frames` shapes_val images at `size` (width, height)."""
     import cv2
 
-    from detcommon.shapes import ensure_shapes
+    from detcommon.data.shapes import ensure_shapes
 
     images = os.path.join(ensure_shapes("shapes_val"), "images")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, size)
@@ -111,7 +111,7 @@ def tiny_val(tmp_path_factory):
     ranks evaluate 3 and 2 images)."""
     import json
 
-    from detcommon.shapes import ensure_shapes
+    from detcommon.data.shapes import ensure_shapes
 
     split = ensure_shapes("shapes_val")
     with open(os.path.join(split, "annotations.json")) as f:

@@ -76,7 +76,7 @@ def main():
         )
         rows.append((name, final_metrics(os.path.join(out, "metrics.json")), time.time() - start))
 
-    from detcommon.shapes import ensure_shapes
+    from detcommon.data.shapes import ensure_shapes
 
     showcase, showcase_dir = rows[-1][0], os.path.join(args.output_dir, rows[-1][0])
     image = os.path.join(ensure_shapes("shapes_val"), "images", "00000.png")

@@ -135,47 +135,45 @@ def test_one_image_without_positives_does_not_change_the_other_with_num_samples(
     assert torch.allclose(alone, both)
 
 
-def test_regression_sample_is_positive_only_and_capped(monkeypatch):
-    cfg = _cfg(num_stages=1)
-    cfg.MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE = 3
-    heads = _build(cfg).train()
-    seen = []
+@pytest.fixture
+def regression_samples(monkeypatch):
+    """[(proposals in, sampled out)] of every sample_regression_proposals call (one per stage)."""
+    calls = []
+    sample = roi_heads_module.sample_regression_proposals
 
     def spy(proposals, *args, **kwargs):
         sampled = sample(proposals, *args, **kwargs)
-        seen.append(sampled)
+        calls.append((proposals, sampled))
         return sampled
 
-    sample = roi_heads_module.sample_regression_proposals
     monkeypatch.setattr(roi_heads_module, "sample_regression_proposals", spy)
+    return calls
+
+
+def test_regression_sample_is_positive_only_and_capped(regression_samples):
+    cfg = _cfg(num_stages=1)
+    cfg.MODEL.DECOUPLED.REG_BATCH_SIZE_PER_IMAGE = 3
+    heads = _build(cfg).train()
     jittered = [[20.0 + d, 20.0 - d, 60.0 + d, 60.0] for d in range(8)]
     negatives = [[0.0, 0.0, 30.0, 30.0], [60.0, 0.0, 127.0, 40.0]]
     proposals = [_packed_proposals(PROPOSALS, jittered + negatives)]
     with EventStorage():
         heads(None, _features(1), proposals, [_targets(GT, [0, 2])])
-    (sampled,) = seen[0]
+    (sampled,) = regression_samples[0][1]
     assert len(sampled) == 3  # the 8 jittered boxes are positive; capped at 3
     ious = pairwise_iou(sampled.proposal_boxes, sampled.gt_boxes).diagonal()
     assert (ious >= 0.5).all()
 
 
-def test_later_stages_train_on_detached_refined_boxes(monkeypatch):
+def test_later_stages_train_on_detached_refined_boxes(regression_samples):
     heads = _build(_cfg(num_stages=2)).train()
     # Stage 1 shifts every box right by 0.1 of its width (dx = 1 at weight 10), for every class.
     _constant_output(heads.reg_predictors[0], [1.0, 0.0, 0.0, 0.0] * NUM_CLASSES)
-    inputs = []
-
-    def spy(proposals, *args, **kwargs):
-        inputs.append(proposals)
-        return sample(proposals, *args, **kwargs)
-
-    sample = roi_heads_module.sample_regression_proposals
-    monkeypatch.setattr(roi_heads_module, "sample_regression_proposals", spy)
     # The regression set is the first GT box only.
     proposals = [_packed_proposals(PROPOSALS, [GT[0]])]
     with EventStorage():
         losses = heads(None, _features(1), proposals, [_targets(GT[:1], [1])])[1]
-    stage2_boxes = inputs[1][0].proposal_boxes.tensor
+    stage2_boxes = regression_samples[1][0][0].proposal_boxes.tensor
     assert not stage2_boxes.requires_grad
     assert torch.equal(stage2_boxes, torch.tensor([[24.0, 20.0, 64.0, 60.0]]))
 
@@ -309,24 +307,16 @@ def test_removed_batch_size_normalizer_says_what_to_write():
 
 
 @pytest.mark.parametrize("append_gt", [False, True])
-def test_ground_truth_joins_the_regression_proposals_only_when_asked(monkeypatch, append_gt):
+def test_ground_truth_joins_the_regression_proposals_only_when_asked(regression_samples, append_gt):
     """The authors add ground truth to the classification proposals only;
     REG_PROPOSAL_APPEND_GT True adds it to the regression proposals too."""
     cfg = _cfg(num_stages=1)
     cfg.MODEL.DECOUPLED.REG_PROPOSAL_APPEND_GT = append_gt
     heads = _build(cfg).train()
-    seen = []
-
-    def spy(proposals, *args, **kwargs):
-        seen.append(proposals)
-        return sample(proposals, *args, **kwargs)
-
-    sample = roi_heads_module.sample_regression_proposals
-    monkeypatch.setattr(roi_heads_module, "sample_regression_proposals", spy)
     proposals = [_packed_proposals(PROPOSALS, SHIFTED + NEGATIVE)]
     with EventStorage():
         cls_proposals = heads(None, _features(1), proposals, [_targets(GT, [0, 2])])[0]
-    (reg_input,) = seen[0]
+    (reg_input,) = regression_samples[0][0]
     expected = SHIFTED + NEGATIVE + (GT if append_gt else [])
     assert reg_input.proposal_boxes.tensor.tolist() == expected
     # Classification: the 3 proposals and the 2 GT boxes, all sampled (batch of 32).

@@ -1,5 +1,5 @@
 """train_net.py with the Decoupled R-CNN shapes configs: a few iterations and evaluation (two
-processes: tests/detcommon/test_distributed.py)."""
+processes: tests/detcommon/engine/test_distributed.py)."""
 
 import pytest
 

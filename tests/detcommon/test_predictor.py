@@ -13,8 +13,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
+from detcommon.data.shapes import ensure_shapes
 from detcommon.predictor import BatchPredictor
-from detcommon.shapes import ensure_shapes
 from tests.conftest import TINY_OPTS, project_cfg, write_video
 from tools.demo import main as demo_main
 

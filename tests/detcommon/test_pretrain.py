@@ -26,7 +26,7 @@ def test_crops_are_deterministic_and_apart_from_the_detection_splits():
     a, la = make_crops(TINY)
     b, lb = make_crops(TINY)
     assert torch.equal(a, b) and torch.equal(la, lb)
-    from detcommon.shapes import SPLITS
+    from detcommon.data.shapes import SPLITS
 
     assert TINY.data_seed not in {s.seed for s in SPLITS.values()}
 

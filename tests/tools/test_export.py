@@ -13,8 +13,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
-from detcommon.shapes import ensure_shapes
-from detcommon.train import argument_parser, setup
+from detcommon.data.shapes import ensure_shapes
+from detcommon.engine.train import argument_parser, setup
 from tests.conftest import TINY_OPTS
 from tools.export_model import load_exported, model_input, unscaled_detections
 from tools.export_model import main as export_main

@@ -5,7 +5,7 @@ train.max_iter (SOLVER.MAX_ITER), as the YAML path's."""
 
 from detectron2.config import LazyCall as L
 
-from detcommon.lazy import multistep_lr_multiplier
+from detcommon.engine.lazy import multistep_lr_multiplier
 
 lr_multiplier = L(multistep_lr_multiplier)(
     steps=(60000, 80000),

@@ -1,4 +1,4 @@
-"""Decoupled R-CNN in LazyConfig runs (configs/lazy/, run by detcommon.lazy): the output layers
+"""Decoupled R-CNN in LazyConfig runs (configs/lazy/, run by detcommon.engine.lazy): the output layers
 and stage loss weights the configs instantiate where the YAML path builds them in code, and
 check_decoupled_rcnn_config on the config's DecoupledROIHeads node and its RPN. Registered as
 this package's `Project.check_lazy_node`.
@@ -22,7 +22,7 @@ from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from torch import nn
 
-from detcommon.lazy import lazy_keys, node_target, plain_value
+from detcommon.engine.lazy import lazy_keys, node_target, plain_value
 
 from .config import add_decoupled_rcnn_config, check_decoupled_rcnn_config
 from .roi_heads import DecoupledROIHeads, _linear

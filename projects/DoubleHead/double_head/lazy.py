@@ -1,4 +1,4 @@
-"""Double-Head in LazyConfig runs (configs/lazy/, run by detcommon.lazy): the loss-weight callable
+"""Double-Head in LazyConfig runs (configs/lazy/, run by detcommon.engine.lazy): the loss-weight callable
 the configs instantiate, the MODEL.DOUBLE_HEAD checks on the config's nodes, and the evaluation
 of several inference modes in one pass. Registered as this package's `Project.check_lazy_node`
 and `Project.lazy_evaluation`.
@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 from detectron2.config import get_cfg
 from torch.nn.parallel import DistributedDataParallel
 
-from detcommon.lazy import lazy_keys, node_target, plain_value
+from detcommon.engine.lazy import lazy_keys, node_target, plain_value
 
 from .config import add_doublehead_config
 from .conv_head import DoubleHeadConvHead

@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 
 from detcommon.analysis.heads import fc_heads, predict_heads
 from detcommon.analysis.proposals import NUM_BINS, collect_proposal_records, iou_bins
-from detcommon.train import argument_parser, setup
+from detcommon.engine.train import argument_parser, setup
 from tests.conftest import TINY_OPTS, decodes_and_not_blank
 from tools import analyze
 

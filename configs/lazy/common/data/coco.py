@@ -13,9 +13,9 @@ from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from omegaconf import OmegaConf
 
-from detcommon.data import CheckedDatasetMapper
+from detcommon.data.mapper import CheckedDatasetMapper
+from detcommon.engine.lazy import build_train_loader
 from detcommon.evaluation import PaperCOCOEvaluator
-from detcommon.lazy import build_train_loader
 
 dataloader = OmegaConf.create()
 dataloader.register_coco = []  # [NAME, JSON_FILE, IMAGE_DIR], registered before training

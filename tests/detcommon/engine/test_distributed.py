@@ -17,7 +17,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from detcommon.monitor import RANK_LOSS_LOG_ENV
+from detcommon.engine.monitor import RANK_LOSS_LOG_ENV
 from tests.conftest import REPO, TINY_OPTS, free_port, torchrun_command
 
 NUM_VAL_IMAGES = 5  # conftest's tiny_val: the two ranks evaluate 3 and 2 images

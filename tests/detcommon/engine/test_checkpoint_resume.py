@@ -15,7 +15,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from detcommon.checkpoint import AtomicCheckpointer
+from detcommon.engine.checkpoint import AtomicCheckpointer
 from tests.conftest import REPO, TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -179,7 +179,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_nan_loss_stops_training_naming_iteration_and_loss_and_keeps_the_checkpoint(tmp_path):
-    from detcommon.train import Trainer, argument_parser, setup
+    from detcommon.engine.train import Trainer, argument_parser, setup
 
     out = str(tmp_path)
     cfg = setup(

@@ -6,7 +6,7 @@ torchrun, with preemption signals forwarded and a lost rank detected.
     python train_net.py --num-gpus 2 --num-machines 2 --machine-rank 0 --dist-url tcp://host0:29500 ...
 
 Either way every process runs `main_func(*args)` in one process group (NCCL on GPUs, gloo on
-CPUs) with Detectron2's local process group, under a :class:`~detcommon.watchdog.PeerWatchdog`.
+CPUs) with Detectron2's local process group, under a :class:`~detcommon.engine.watchdog.PeerWatchdog`.
 """
 
 import functools

@@ -1,5 +1,5 @@
 """Training-side pieces shared by every model: preparing a run (logging, datasets), the
-weights check of an evaluation, and a CPU-aware DDP wrapper."""
+weights check of an evaluation, the mixed-precision device check, and a CPU-aware DDP wrapper."""
 
 import argparse
 import contextlib
@@ -8,16 +8,13 @@ import os
 from unittest import mock
 
 import detectron2.utils.comm as comm
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_setup, defaults
 from detectron2.utils.logger import setup_logger
 
-from .datasets import DatasetFormatError, register_coco_dataset, register_shapes
-from .projects import package_names
+from ..data.datasets import register_datasets
+from ..projects import package_names
 
-__all__ = [
-    "setup_run", "register_datasets", "check_weights_for_eval", "cpu_ddp_without_device_ids", "check_amp_device",
-]  # fmt: skip
+__all__ = ["setup_run", "check_weights_for_eval", "cpu_ddp_without_device_ids", "check_amp_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,35 +40,6 @@ def check_weights_for_eval(weights, key="MODEL.WEIGHTS"):
         )
     if "://" not in weights and not os.path.isfile(weights):
         raise FileNotFoundError(f"{key} {weights!r} does not exist; nothing to evaluate.")
-
-
-def register_datasets(cfg):
-    """Registers the datasets a config needs and checks them before anything trains
-    (DATASETS.REGISTER_COCO's entries are checked in shape by validate_config first).
-
-    Raises ValueError when a dataset of DATASETS.TRAIN/TEST is unknown, and when the number of
-    classes of a dataset differs from MODEL.ROI_HEADS.NUM_CLASSES.
-    """
-    register_shapes(cfg.DATASETS.SHAPES_ROOT or None)
-    for entry in cfg.DATASETS.REGISTER_COCO:
-        try:
-            register_coco_dataset(*entry)
-        except DatasetFormatError as e:
-            raise DatasetFormatError(f"DATASETS.REGISTER_COCO (--dataset) {entry[0]!r}: {e}") from e
-    known = set(DatasetCatalog.list())
-    for key in ("TRAIN", "TEST"):
-        for name in cfg.DATASETS[key]:
-            if name not in known:
-                raise ValueError(
-                    f"DATASETS.{key} names {name!r}, which is not registered. Register a COCO-format "
-                    "dataset with `--dataset NAME JSON_FILE IMAGE_DIR` (or DATASETS.REGISTER_COCO)."
-                )
-            classes = MetadataCatalog.get(name).get("thing_classes")
-            if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-                raise ValueError(
-                    f"Dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
-                    f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}: add `MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}`."
-                )
 
 
 def check_amp_device(enabled, device, key="SOLVER.AMP.ENABLED"):

@@ -15,8 +15,8 @@ from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 from torch import nn
 
-import detcommon.checkpoint
-from detcommon.checkpoint import AtomicCheckpointer, CheckpointReadError
+import detcommon.engine.checkpoint
+from detcommon.engine.checkpoint import AtomicCheckpointer, CheckpointReadError
 from tests.conftest import REPO, TINY_OPTS, run_train_net
 
 CONFIG = "configs/shapes/dh_ext.yaml"
@@ -51,7 +51,7 @@ class FullDisk:
 
 
 def _full_disk_for(target, room=1000):
-    """An `open` for detcommon.checkpoint's atomic writer: files whose name contains `target` fill the disk."""
+    """An `open` for detcommon.engine.checkpoint's atomic writer: files whose name contains `target` fill the disk."""
 
     def full_disk_open(path, mode="r", *args, **kwargs):
         f = open(path, mode, *args, **kwargs)
@@ -166,7 +166,7 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(checkpoints, caplog
     _truncate(checkpoints / "model_final.pth")
     _write(checkpoints / "model_0000003.pth", b"not a checkpoint\n")
     model = _model()
-    with caplog.at_level(logging.WARNING, logger="detcommon.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="detcommon.engine.checkpoint"):
         extra = AtomicCheckpointer(model, str(checkpoints)).resume_or_load("", resume=True)
     assert extra == {"iteration": 1} and torch.equal(model.weight, _model(0).weight)
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -180,7 +180,7 @@ def test_resume_falls_back_to_the_newest_readable_checkpoint(checkpoints, caplog
 def test_resume_without_last_checkpoint_takes_the_newest(checkpoints, caplog):
     os.remove(checkpoints / "last_checkpoint")
     model = _model()
-    with caplog.at_level(logging.WARNING, logger="detcommon.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="detcommon.engine.checkpoint"):
         AtomicCheckpointer(model, str(checkpoints)).resume_or_load("", resume=True)
     assert torch.equal(model.weight, _model(2).weight)  # model_final.pth
     assert (
@@ -209,7 +209,9 @@ def test_a_full_disk_names_the_directory_and_keeps_the_previous_checkpoint(
 ):
     checkpointer = AtomicCheckpointer(_model(), str(tmp_path))
     checkpointer.save("model_0000001", iteration=1)
-    monkeypatch.setattr(detcommon.checkpoint, "open", _full_disk_for(target, room=5), raising=False)
+    monkeypatch.setattr(
+        detcommon.engine.checkpoint, "open", _full_disk_for(target, room=5), raising=False
+    )
     with pytest.raises(OSError) as e:
         checkpointer.save("model_0000003", iteration=3)
     assert e.value.errno == errno.ENOSPC
@@ -275,10 +277,10 @@ def test_resume_through_train_net_skips_unreadable_checkpoints(tmp_path):
 ENOSPC_RUNNER = f"""
 import os, runpy, sys
 sys.path.insert(0, {REPO!r})
-import detcommon.checkpoint
+import detcommon.engine.checkpoint
 from tests.detcommon.test_checkpoint import _full_disk_for
 
-detcommon.checkpoint.open = _full_disk_for(os.environ["FAULT_ENOSPC"], room=1 << 20)
+detcommon.engine.checkpoint.open = _full_disk_for(os.environ["FAULT_ENOSPC"], room=1 << 20)
 sys.argv = ["train_net.py", *sys.argv[1:]]
 runpy.run_path("train_net.py", run_name="__main__")
 """

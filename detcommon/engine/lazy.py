@@ -62,18 +62,14 @@ from detectron2.utils.registry import locate
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..config import get_project_cfg, validate_config
+from ..data.datasets import register_datasets
+from ..evaluation import write_eval_results
+from ..projects import package_names, projects
 from .checkpoint import AtomicCheckpointer, BestCheckpointer, CheckpointReadError
-from .config import get_project_cfg, validate_config
-from .engine import (
-    check_amp_device,
-    check_weights_for_eval,
-    cpu_ddp_without_device_ids,
-    register_datasets,
-)
-from .evaluation import write_eval_results
+from .defaults import check_amp_device, check_weights_for_eval, cpu_ddp_without_device_ids
 from .monitor import log_rank_losses
 from .preemption import PreemptionHook
-from .projects import package_names, projects
 
 __all__ = [
     "is_lazy_config",
@@ -288,7 +284,7 @@ _SHARED_KEYS = {
 
 def _shared_view(cfg):
     """A YAML config holding the lazy config's values of the keys detcommon.config.validate_config and
-    detcommon.engine.register_datasets read."""
+    detcommon.data.datasets.register_datasets read."""
     view = get_project_cfg()
     best = cfg.train.get("best_checkpoint", {})
     view.DATASETS.REGISTER_COCO = plain_value(cfg.dataloader.get("register_coco", []))
@@ -333,7 +329,7 @@ def validate_lazy_config(cfg):
 
 
 def register_lazy_datasets(cfg):
-    """detcommon.engine.register_datasets for a LazyConfig: shapes (dataloader.shapes_root) and
+    """detcommon.data.datasets.register_datasets for a LazyConfig: shapes (dataloader.shapes_root) and
     dataloader.register_coco registered, the train and test datasets checked, their classes
     against model.roi_heads.num_classes."""
     with lazy_keys(_SHARED_KEYS):

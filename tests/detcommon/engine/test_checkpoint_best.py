@@ -8,7 +8,7 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-from detcommon.checkpoint import AtomicCheckpointer, BestCheckpointer
+from detcommon.engine.checkpoint import AtomicCheckpointer, BestCheckpointer
 from detcommon.reproduce import learning_curve
 from tests.conftest import TINY_OPTS, run_train_net
 
@@ -37,7 +37,7 @@ def _same_weights(a, b):
     ],
 )
 def test_keeps_the_best_of_several_evaluations(tmp_path, mode, values, best_iter, same_as):
-    from detcommon.train import Trainer, argument_parser, setup
+    from detcommon.engine.train import Trainer, argument_parser, setup
 
     values = list(values)
 

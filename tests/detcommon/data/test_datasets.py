@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from detcommon.datasets import (
+from detcommon.data.datasets import (
     DatasetFormatError,
     register_coco_dataset,
     validate_coco_detection_json,
 )
-from detcommon.train import argument_parser, setup
+from detcommon.engine.train import argument_parser, setup
 
 
 def _write_coco(path, **override):

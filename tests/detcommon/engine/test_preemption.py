@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from detcommon.preemption import PREEMPTED_EXIT_CODE
+from detcommon.engine.preemption import PREEMPTED_EXIT_CODE
 from tests.conftest import TINY_OPTS, PausedRun, run_train_net, torchrun_command
 
 CONFIG = "configs/shapes/dh_ext.yaml"

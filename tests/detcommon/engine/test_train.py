@@ -110,8 +110,8 @@ def test_resume_continues_at_the_saved_iteration(trained, tmp_path):
 def test_default_predictor_returns_boxes(trained, shapes_root):
     from detectron2.engine import DefaultPredictor
 
-    from detcommon.shapes import ensure_shapes
-    from detcommon.train import argument_parser, setup
+    from detcommon.data.shapes import ensure_shapes
+    from detcommon.engine.train import argument_parser, setup
 
     out, _ = trained
     args = argument_parser().parse_args(
@@ -138,7 +138,7 @@ def test_default_predictor_returns_boxes(trained, shapes_root):
 
 
 def test_demo_cli_draws_predictions(trained, tmp_path):
-    from detcommon.shapes import ensure_shapes
+    from detcommon.data.shapes import ensure_shapes
     from tools.demo import expand_inputs
     from tools.demo import main as demo_main
 

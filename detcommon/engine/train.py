@@ -4,7 +4,7 @@
     detcommon.launch.launch(main, args.num_gpus, num_machines=args.num_machines,
                             machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
 
-A `.py` config (configs/lazy/) goes to detcommon.lazy with the same hooks.
+A `.py` config (configs/lazy/) goes to detcommon.engine.lazy with the same hooks.
 """
 
 import os
@@ -14,15 +14,20 @@ import detectron2.utils.comm as comm
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, hooks
 
+from ..config import build_config
+from ..data.mapper import CheckedDatasetMapper
+from ..evaluation import PaperCOCOEvaluator, write_eval_results
+from ..projects import projects
 from . import lazy
 from .checkpoint import AtomicCheckpointer, BestCheckpointer
-from .config import build_config
-from .data import CheckedDatasetMapper
-from .engine import check_amp_device, check_weights_for_eval, cpu_ddp_without_device_ids, setup_run
-from .evaluation import PaperCOCOEvaluator, write_eval_results
+from .defaults import (
+    check_amp_device,
+    check_weights_for_eval,
+    cpu_ddp_without_device_ids,
+    setup_run,
+)
 from .monitor import log_rank_losses
 from .preemption import PreemptionHook
-from .projects import projects
 
 __all__ = ["Trainer", "argument_parser", "setup", "main"]
 

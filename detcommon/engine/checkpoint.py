@@ -29,7 +29,7 @@ from detectron2.engine import hooks
 from detectron2.evaluation.testing import flatten_results_dict
 from torch.nn.parallel import DistributedDataParallel
 
-from .curves import metric_curves
+from ..curves import metric_curves
 
 __all__ = ["AtomicCheckpointer", "BestCheckpointer", "CheckpointReadError", "atomic_open"]
 

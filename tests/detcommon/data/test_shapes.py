@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from detcommon.shapes import (
+from detcommon.data.shapes import (
     SHAPES_CLASSES,
     SPLITS,
     ShapesSpec,
@@ -108,7 +108,7 @@ def test_corrupt_cache_is_detected_and_regenerated(tmp_path, damage, caplog):
     spec = ShapesSpec(num_images=12, seed=8) if damage == "other_params" else SMALL
     assert verify_split(split_dir, spec) is not None
     # Attach to the module's logger: train_net's setup_logger stops "detcommon" from propagating.
-    logger = logging.getLogger("detcommon.shapes")
+    logger = logging.getLogger("detcommon.data.shapes")
     logger.addHandler(caplog.handler)
     try:
         again = ensure_shapes("s", root=root, spec=spec)

@@ -67,7 +67,7 @@ def yaml_cfg(name):
 
 def lazy_cfg(name, overrides=()):
     """The lazy twin's config as train_net.py's lazy setup() loads and checks it, on the CPU."""
-    from detcommon.lazy import load_config, validate_lazy_config
+    from detcommon.engine.lazy import load_config, validate_lazy_config
 
     cfg = load_config(os.path.join(REPO, "configs", "lazy", f"{name}.py"), overrides)
     cfg.train.device = "cpu"
@@ -77,7 +77,7 @@ def lazy_cfg(name, overrides=()):
 
 def build_twins(name, seed=0):
     """(YAML model, lazy model), each built after torch.manual_seed(seed)."""
-    from detcommon.lazy import build_model as build_lazy_model
+    from detcommon.engine.lazy import build_model as build_lazy_model
 
     torch.manual_seed(seed)
     yaml_model = build_model(yaml_cfg(name))
@@ -141,7 +141,7 @@ def _frozen(model):
 
 @pytest.mark.parametrize("name", COCO + SHAPES)
 def test_twin_builds_the_yaml_model_and_optimizer(name):
-    from detcommon.lazy import build_optimizer as build_lazy_optimizer
+    from detcommon.engine.lazy import build_optimizer as build_lazy_optimizer
 
     yaml_model, lazy_model = build_twins(name)
     for trainable in (False, True):
@@ -169,7 +169,7 @@ def test_twin_builds_the_yaml_model_and_optimizer(name):
 
 @pytest.mark.parametrize("name", COCO + SHAPES)
 def test_twin_has_the_yaml_solver_schedule_and_data(name):
-    from detcommon.data import CheckedDatasetMapper
+    from detcommon.data.mapper import CheckedDatasetMapper
     from detcommon.evaluation import PaperCOCOEvaluator
 
     cfg, lazy = yaml_cfg(name), lazy_cfg(name)
@@ -330,7 +330,7 @@ def test_lazy_checks_are_the_yaml_checks_naming_lazy_keys(name, override, messag
 
 def test_lazy_overrides_and_datasets_are_checked():
     from detcommon.engine import check_weights_for_eval
-    from detcommon.lazy import register_lazy_datasets
+    from detcommon.engine.lazy import register_lazy_datasets
 
     with pytest.raises(KeyError, match=r"no key 'train.max_iters'.*\+train.max_iters=4"):
         lazy_cfg("shapes/faster_rcnn", ["train.max_iters=4"])

@@ -1,4 +1,5 @@
-"""Dataset registration: the embedded shapes splits and users' own COCO-format datasets."""
+"""Dataset registration: the embedded shapes splits, users' own COCO-format datasets, and the
+datasets a config names (registered and checked before a run)."""
 
 import json
 import logging
@@ -7,7 +8,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .data import sanitize_boxes
+from .mapper import sanitize_boxes
 from .shapes import SHAPES_CLASSES, SPLITS, default_cache_root, ensure_shapes
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "register_coco_dataset",
     "validate_coco_detection_json",
     "DatasetFormatError",
+    "register_datasets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def _load_shapes(name, root):
 
 def register_shapes(root=None):
     """Registers `shapes_train` and `shapes_val`; images are generated on first use under `root`
-    (default: :func:`detcommon.shapes.default_cache_root`, read when the data is first loaded)."""
+    (default: :func:`detcommon.data.shapes.default_cache_root`, read when the data is first loaded)."""
     for name in SPLITS:
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
@@ -131,3 +133,32 @@ def register_coco_dataset(name, json_file, image_root):
     )
     logger.info(f"Registered dataset {name!r}: {len(classes)} classes from {json_file}")
     return classes
+
+
+def register_datasets(cfg):
+    """Registers the datasets a config needs and checks them before anything trains
+    (DATASETS.REGISTER_COCO's entries are checked in shape by validate_config first).
+
+    Raises ValueError when a dataset of DATASETS.TRAIN/TEST is unknown, and when the number of
+    classes of a dataset differs from MODEL.ROI_HEADS.NUM_CLASSES.
+    """
+    register_shapes(cfg.DATASETS.SHAPES_ROOT or None)
+    for entry in cfg.DATASETS.REGISTER_COCO:
+        try:
+            register_coco_dataset(*entry)
+        except DatasetFormatError as e:
+            raise DatasetFormatError(f"DATASETS.REGISTER_COCO (--dataset) {entry[0]!r}: {e}") from e
+    known = set(DatasetCatalog.list())
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if name not in known:
+                raise ValueError(
+                    f"DATASETS.{key} names {name!r}, which is not registered. Register a COCO-format "
+                    "dataset with `--dataset NAME JSON_FILE IMAGE_DIR` (or DATASETS.REGISTER_COCO)."
+                )
+            classes = MetadataCatalog.get(name).get("thing_classes")
+            if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+                raise ValueError(
+                    f"Dataset {name!r} has {len(classes)} classes but MODEL.ROI_HEADS.NUM_CLASSES is "
+                    f"{cfg.MODEL.ROI_HEADS.NUM_CLASSES}: add `MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}`."
+                )

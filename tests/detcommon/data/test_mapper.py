@@ -17,8 +17,8 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 
 from detcommon import add_common_config, register_coco_dataset
-from detcommon.data import CheckedDatasetMapper
-from detcommon.shapes import ensure_shapes
+from detcommon.data.mapper import CheckedDatasetMapper
+from detcommon.data.shapes import ensure_shapes
 from tests.conftest import TINY_OPTS, project_cfg, run_train_net
 
 NAME = "reliability_bad_data"
@@ -82,7 +82,7 @@ def _warnings(logger_name):
 
 def test_invalid_boxes_are_clipped_or_dropped_with_a_counted_warning(bad_dataset):
     _, root, w = bad_dataset
-    with _warnings("detcommon.data") as messages:
+    with _warnings("detcommon.data.mapper") as messages:
         dicts = DatasetCatalog.get(NAME)
     (message,) = messages
     assert f"Dataset {NAME!r}: dropped 2 box(es) with non-positive width or height" in message
@@ -116,7 +116,7 @@ def test_unreadable_image_names_the_file_or_is_skipped_and_counted(bad_dataset):
     with pytest.raises(OSError, match="not_an_image.png"):  # evaluation never skips
         CheckedDatasetMapper(cfg, is_train=False)(not_an_image)
     mapper = CheckedDatasetMapper(cfg, is_train=True)
-    with _warnings("detcommon.data") as messages:
+    with _warnings("detcommon.data.mapper") as messages:
         assert mapper(truncated) is None and mapper(not_an_image) is None
     assert "truncated.png" in messages[0] and "1 image(s) skipped so far" in messages[0]
     assert "not_an_image.png" in messages[1] and "2 image(s) skipped so far" in messages[1]

@@ -13,8 +13,8 @@ import time
 import pytest
 import torch.distributed as dist
 
-from detcommon.launch import WATCHDOG_TIMEOUT_ENV, launch, torchrun_environment
-from detcommon.watchdog import LOST_RANK_EXIT_CODE, PeerWatchdog, _process_identity
+from detcommon.engine.launch import WATCHDOG_TIMEOUT_ENV, launch, torchrun_environment
+from detcommon.engine.watchdog import LOST_RANK_EXIT_CODE, PeerWatchdog, _process_identity
 from tests.conftest import TINY_OPTS, PausedRun, free_port, torchrun_command
 
 CONFIG = "configs/shapes/dh_ext.yaml"
