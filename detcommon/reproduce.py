@@ -395,10 +395,11 @@ def learning_curve(output_dir: str, column: str = "AP") -> List[tuple]:
     """[(iteration, bbox/<column>)] of every evaluation in a run's metrics.json, in order."""
     rows = metrics_rows(output_dir)
     # A periodic evaluation is logged at the 0-based iteration it follows (149 after the 150th);
-    # the final one at MAX_ITER itself (600 after 600), beyond every training row.
+    # the final one beyond every training row: at MAX_ITER (600 after 600), or MAX_ITER + 1 when
+    # a run resumed with nothing left to train; the last training row is at MAX_ITER - 1.
     last_train = max((r["iteration"] for r in rows if f"bbox/{column}" not in r), default=-1)
     points = {
-        r["iteration"] + (r["iteration"] <= last_train): r[f"bbox/{column}"]
+        min(r["iteration"] + 1, last_train + 1): r[f"bbox/{column}"]
         for r in rows
         if f"bbox/{column}" in r
     }

@@ -125,6 +125,10 @@ def test_learning_curve_counts_iterations_trained(tmp_path):
     rows.append({"iteration": 60, "bbox/AP": 20.0})  # final, logged at MAX_ITER = 60
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert learning_curve(str(tmp_path)) == [(40, 10.0), (60, 20.0)]
+    # killed during the final evaluation, resumed at 60: that evaluation is logged at 61
+    rows[-1] = {"iteration": 61, "bbox/AP": 20.0}
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert learning_curve(str(tmp_path)) == [(40, 10.0), (60, 20.0)]
 
 
 def test_training_time_sums_the_processes_of_a_resumed_run(tmp_path):
