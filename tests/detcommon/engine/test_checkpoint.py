@@ -278,7 +278,7 @@ ENOSPC_RUNNER = f"""
 import os, runpy, sys
 sys.path.insert(0, {REPO!r})
 import detcommon.engine.checkpoint
-from tests.detcommon.test_checkpoint import _full_disk_for
+from tests.detcommon.engine.test_checkpoint import _full_disk_for
 
 detcommon.engine.checkpoint.open = _full_disk_for(os.environ["FAULT_ENOSPC"], room=1 << 20)
 sys.argv = ["train_net.py", *sys.argv[1:]]
