@@ -4,13 +4,14 @@ against iterations, several runs side by side, drawn with matplotlib's Agg backe
 
 import math
 import os
+import statistics
 from typing import Dict, List, Sequence, Tuple
 
 from .evaluation import TABLE_ORDER
 from .metrics import metrics_rows
 from .reproduce import learning_curve
 
-__all__ = ["metric_curves", "run_curves", "plot_runs"]
+__all__ = ["metric_curves", "run_curves", "plot_runs", "window_means", "window_table"]
 
 Curve = List[Tuple[int, float]]
 
@@ -111,3 +112,37 @@ def plot_runs(run_dirs: Sequence[str], output_dir: str) -> Dict[str, Dict[str, D
             path = os.path.join(output_dir, name)
             written[path] = _plot_panels({k: panels[k] for k in keys}, path, ylabel)
     return written
+
+
+def window_means(run_dir: str, start: int, end: int, prefix: str = "loss") -> Dict[str, float]:
+    """
+    {key: mean} of every `prefix` key of a run over the rows logged after `start` to `end`
+    iterations trained (both included; counted as :func:`metric_curves` does), as logged, i.e.
+    with the loss weights applied. Keys without a row in the window are left out.
+    """
+    means = {}
+    for key, curve in metric_curves(run_dir, prefix).items():
+        values = [v for i, v in curve if start <= i <= end]
+        if values:
+            means[key] = statistics.fmean(values)
+    return means
+
+
+def window_table(run_dirs: Sequence[str], start: int, end: int) -> str:
+    """A markdown table: one row per run (labelled as in the plots), one column per loss term,
+    each the term's mean over iterations `start` to `end` (:func:`window_means`)."""
+    if not 0 <= start <= end:
+        raise ValueError(f"--window needs 0 <= START <= END, got {start} {end}")
+    means = {label: window_means(d, start, end) for label, d in zip(_labels(run_dirs), run_dirs)}
+    keys = list(dict.fromkeys(k for m in means.values() for k in m))
+    if not keys:
+        raise ValueError(f"No loss row between iterations {start} and {end} in {list(run_dirs)}")
+    lines = [
+        f"| run (iterations {start}-{end}) | " + " | ".join(keys) + " |",
+        "| --- |" + " --- |" * len(keys),
+    ]
+    for label, m in means.items():
+        lines.append(
+            f"| {label} | " + " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in keys) + " |"
+        )
+    return "\n".join(lines)

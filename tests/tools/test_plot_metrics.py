@@ -7,7 +7,7 @@ import os
 import matplotlib.image
 import pytest
 
-from detcommon.curves import plot_runs
+from detcommon.curves import plot_runs, window_means
 from tools.plot_metrics import main as plot_metrics_main
 
 # Two runs with different heads, as Detectron2's JSONWriter writes them: training rows every few
@@ -112,3 +112,23 @@ def test_runs_of_the_same_folder_name_are_labelled_by_their_path(tmp_path):
 def test_a_folder_without_metrics_json_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="'.*nothing' has no metrics.json"):
         plot_runs([str(tmp_path / "nothing")], str(tmp_path / "curves"))
+
+
+def test_window_means_by_hand_and_printed_table(tmp_path, capsys):
+    dirs = _write_runs(tmp_path)
+    # faster_rcnn rows trained 20, 40, 60; window 30-60 holds 40 and 60
+    assert window_means(dirs[0], 30, 60) == pytest.approx(
+        {"loss_box_reg": (0.6 + 0.4) / 2, "loss_cls": (0.9 + 0.6) / 2}
+    )
+    # dh_ext: the resumed row of iteration 40 replaces the first one
+    assert window_means(dirs[1], 40, 40) == {"loss_box_reg_conv": 1.5, "loss_cls_fc": 0.9}
+    plot_metrics_main([*dirs, "--output-dir", str(tmp_path / "curves"), "--window", "30", "60"])
+    out = capsys.readouterr().out
+    assert (
+        "| run (iterations 30-60) | loss_box_reg | loss_cls | loss_box_reg_conv | loss_cls_fc |"
+        in out
+    )
+    assert "| faster_rcnn | 0.5000 | 0.7500 | - | - |" in out
+    assert "| dh_ext | - | - | 1.5000 | 0.9000 |" in out
+    with pytest.raises(ValueError, match="0 <= START <= END"):
+        plot_metrics_main([*dirs, "--output-dir", str(tmp_path / "c2"), "--window", "60", "30"])
