@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Plots the training curves of train_net.py runs side by side: every loss term (losses.png) and
 bbox AP column (ap.png) of each run's metrics.json against iterations, one line per run labelled
-by its folder name. With --window START END it also prints each run's mean of every loss term
-over those iterations (as logged, loss weights applied), a table to compare how far runs fit.
+by its folder name; each run's AP at every evaluation is printed too. With --window START END it
+also prints each run's mean of every loss term over those iterations (as logged, loss weights
+applied), a table to compare how far runs fit.
 
     python tools/plot_metrics.py output/shapes/faster_rcnn output/shapes/dh_ext --output-dir output/curves
     python tools/plot_metrics.py RUN_DIR ... --output-dir output/curves --window 1100 1200
@@ -38,6 +39,8 @@ def main(argv=None):
     written = plot_runs(args.run_dirs, args.output_dir)
     for path, panels in written.items():
         print(f"{path}: {', '.join(panels)}")
+        for run, (iterations, values) in panels.get("bbox/AP", {}).items():
+            print(f"  {run} AP: " + ", ".join(f"{v:.1f} @{i}" for i, v in zip(iterations, values)))
     if table:
         print(table)
     return written

@@ -124,6 +124,7 @@ def test_window_means_by_hand_and_printed_table(tmp_path, capsys):
     assert window_means(dirs[1], 40, 40) == {"loss_box_reg_conv": 1.5, "loss_cls_fc": 0.9}
     plot_metrics_main([*dirs, "--output-dir", str(tmp_path / "curves"), "--window", "30", "60"])
     out = capsys.readouterr().out
+    assert "  faster_rcnn AP: 10.0 @40, 15.0 @60\n" in out and "  dh_ext AP: 12.0 @40\n" in out
     assert (
         "| run (iterations 30-60) | loss_box_reg | loss_cls | loss_box_reg_conv | loss_cls_fc |"
         in out
