@@ -116,9 +116,9 @@ def plot_runs(run_dirs: Sequence[str], output_dir: str) -> Dict[str, Dict[str, D
 
 def window_means(run_dir: str, start: int, end: int, prefix: str = "loss") -> Dict[str, float]:
     """
-    {key: mean} of every `prefix` key of a run over the rows logged after `start` to `end`
-    iterations trained (both included; counted as :func:`metric_curves` does), as logged, i.e.
-    with the loss weights applied. Keys without a row in the window are left out.
+    {key: mean} of every `prefix` key of a run over its rows at `start` to `end` iterations
+    trained (both included; counted as :func:`metric_curves` does), as logged, i.e. with the
+    loss weights applied. Keys without a row in the window are left out.
     """
     means = {}
     for key, curve in metric_curves(run_dir, prefix).items():
