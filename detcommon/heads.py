@@ -20,7 +20,8 @@ cover Detectron2's StandardROIHeads (the FPN baseline: one head) themselves; a b
 may give its name there with a class attribute `analysis_name`.
 """
 
-from typing import Dict, List, NamedTuple, Optional
+import contextlib
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import torch
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, StandardROIHeads
@@ -29,7 +30,7 @@ from torch import nn
 
 __all__ = [
     "HeadOutput", "select_class_boxes", "class_probability", "named_box_heads", "predict_per_head",
-    "disable_fast_paths",
+    "disable_fast_paths", "count_head_rois",
 ]  # fmt: skip
 
 
@@ -122,3 +123,29 @@ def disable_fast_paths(roi_heads: nn.Module) -> nn.Module:
     if hasattr(roi_heads, "disable_fast_paths"):
         roi_heads.disable_fast_paths()
     return roi_heads
+
+
+@contextlib.contextmanager
+def count_head_rois(roi_heads: nn.Module) -> Iterator[Dict[str, int]]:
+    """
+    Counts the RoIs each box head of `roi_heads` runs on (what a fast path leaves it).
+
+    Yields:
+        dict[str, int]: head name (:func:`named_box_heads`) -> RoIs that head's forward calls
+        got since the context was entered, updated by every forward; the hooks go on exit.
+    """
+    heads = named_box_heads(roi_heads)
+    counts = dict.fromkeys(heads, 0)
+
+    def counter(name):
+        def hook(module, inputs, output):
+            counts[name] += len(output)
+
+        return hook
+
+    handles = [head.register_forward_hook(counter(name)) for name, head in heads.items()]
+    try:
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -25,6 +25,8 @@ subprocess, so peak memories do not mix:
   after --warmup more, resized as the config does at test time but with short side H and long
   side at most W; median and the 10th / 90th percentiles. The RPN keeps up to --num-proposals
   boxes (the JSON's proposals_per_image: how many the RoI heads got on average).
+- RoIs per image, per head: how many RoIs each box head ran on per timed image (the JSON's
+  head_rois_per_image): all proposals, or fewer where a fast path skips low-scoring ones.
 - train: median seconds per training iteration (forward, backward, optimizer step of
   Detectron2's SimpleTrainer) on SOLVER.IMS_PER_BATCH images of the training set, resized the
   same way, over --iters iterations after --warmup; data loading not included.
@@ -60,7 +62,7 @@ from torch import nn
 
 from detcommon.config import build_config
 from detcommon.engine import setup_run
-from detcommon.heads import disable_fast_paths
+from detcommon.heads import count_head_rois, disable_fast_paths
 from detcommon.inference import features_and_proposals
 
 # every figure of a result, with its unit; "ratios" has the same keys
@@ -202,22 +204,27 @@ def measure_latency(model: nn.Module, images: list, warmup: int, device: str):
     """
     Returns:
         seconds per image of model([image]) in eval mode, the first `warmup` images dropped;
-        the mean number of proposals the RoI heads got per image.
+        the mean number of proposals the RoI heads got per image; head name -> mean number of
+        RoIs that box head ran on per image (what a fast path leaves it), same images.
     """
     model.eval()
-    times, proposals = [], []
+    times, proposals, head_rois = [], [], []
     hook = model.roi_heads.register_forward_pre_hook(
         lambda module, args: proposals.append(len(args[2][0]))  # (images, features, proposals)
     )
-    with torch.no_grad():
+    with torch.no_grad(), count_head_rois(model.roi_heads) as counts:
         for image in images:
             _sync(device)
             start = time.perf_counter()
             model([image])
             _sync(device)
             times.append(time.perf_counter() - start)
+            head_rois.append(dict(counts))  # running totals after this image
     hook.remove()
-    return times[warmup:], float(np.mean(proposals[warmup:]))
+    timed = len(images) - warmup
+    before = head_rois[warmup - 1] if warmup else dict.fromkeys(counts, 0)
+    rois = {name: (counts[name] - before[name]) / timed for name in counts}
+    return times[warmup:], float(np.mean(proposals[warmup:])), rois
 
 
 def measure_training(cfg, model: nn.Module, batches: list, warmup: int) -> list:
@@ -299,7 +306,9 @@ def run_worker(job: dict) -> dict:
     test_mapper = DatasetMapper(cfg, is_train=False)
     images = [test_mapper(d) for d in _cycle(DatasetCatalog.get(job["dataset"]), warmup + iters)]
     _reset_peak_memory(device)
-    latency, result["proposals_per_image"] = measure_latency(model, images, warmup, device)
+    latency, result["proposals_per_image"], result["head_rois_per_image"] = measure_latency(
+        model, images, warmup, device
+    )
     latency = np.array(latency) * 1000
     result.update(
         latency_ms=float(np.median(latency)),
@@ -356,7 +365,8 @@ def add_ratios(results: list):
 
 
 def markdown_table(results: list) -> str:
-    """One row per model; every figure but the latency spread followed by its ratio to the first."""
+    """One row per model; every figure but the latency spread and the RoI counts followed by its
+    ratio to the first."""
 
     def cell(r, key, fmt):
         ratio = r["ratios"][key]
@@ -371,6 +381,9 @@ def markdown_table(results: list) -> str:
         "train (s/iter)": lambda r: cell(r, "train_iter_s", "{:.3f}"),
         "inference peak (MiB)": lambda r: cell(r, "infer_peak_mib", "{:.0f}"),
         "training peak (MiB)": lambda r: cell(r, "train_peak_mib", "{:.0f}"),
+        "RoIs per image, per head": lambda r: ", ".join(
+            f"{name} {n:.1f}" for name, n in r["head_rois_per_image"].items()
+        ),
     }
     lines = ["| " + " | ".join(table) + " |", "|" + " --- |" * len(table)]
     lines += ["| " + " | ".join(f(r) for f in table.values()) + " |" for r in results]

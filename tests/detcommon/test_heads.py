@@ -8,6 +8,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from detcommon.heads import (
+    count_head_rois,
     disable_fast_paths,
     named_box_heads,
     predict_per_head,
@@ -67,6 +68,42 @@ def test_predict_per_head_of_the_baseline_selects_the_asked_class():
     assert torch.allclose(out.scores, probs[[0, 1], [0, 3]])
     expected = heads.box_predictor.box2box_transform.apply_deltas(deltas, boxes)
     assert torch.allclose(out.boxes, select_class_boxes(expected, classes))
+
+
+def _rois_per_head(model, num_boxes):
+    """{head: RoIs it ran on} in one inference of `model`'s RoI heads on `num_boxes` boxes."""
+    from detectron2.structures import Boxes, Instances
+
+    features = {
+        f: torch.rand(1, 32, 64 // s, 64 // s)
+        for f, s in zip(("p2", "p3", "p4", "p5"), (4, 8, 16, 32))
+    }
+    boxes = (
+        torch.tensor([[2.0, 2.0, 20.0, 24.0]]).repeat(num_boxes, 1)
+        + torch.arange(num_boxes)[:, None]
+    )
+    proposals = [Instances((64, 64), proposal_boxes=Boxes(boxes))]
+    with torch.no_grad(), count_head_rois(model.roi_heads) as counts:
+        model.roi_heads(None, features, proposals)
+        model.roi_heads(None, features, proposals)  # counts add up over calls
+    model.roi_heads(None, features, proposals)  # not counted: the hooks are gone
+    return counts
+
+
+def test_head_roi_counts_show_what_a_fast_path_leaves_each_head():
+    assert _rois_per_head(_model("configs/shapes/faster_rcnn.yaml"), 7) == {"fc": 14}
+    dh = _model("configs/shapes/dh.yaml", ["MODEL.DOUBLE_HEAD.TEST_MODE", "double"])
+    cls_score = dh.roi_heads.box_predictors["fc"].cls_score
+    nn.init.zeros_(cls_score.weight)
+    with torch.no_grad():  # every proposal background for the fc-head: below the 0.05 threshold
+        cls_score.bias.copy_(torch.tensor([-10.0] * (len(cls_score.bias) - 1) + [10.0]))
+    assert _rois_per_head(dh, 7) == {"fc": 14, "conv": 0}
+    dh.roi_heads.disable_fast_paths()
+    assert _rois_per_head(dh, 7) == {"fc": 14, "conv": 14}
+    cascade = _model("configs/shapes/drcnn_cascade.yaml", ["MODEL.DECOUPLED.FAST_PATH", False])
+    counts = _rois_per_head(cascade, 5)
+    assert counts["classifier"] == 10 and len(counts) == 1 + len(cascade.roi_heads.reg_heads)
+    assert all(counts[f"regressor_stage{k + 1}"] == 10 for k in range(len(counts) - 1))
 
 
 def test_unknown_roi_heads_are_refused_naming_the_protocol():

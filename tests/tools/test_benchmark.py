@@ -74,6 +74,16 @@ def test_benchmark_end_to_end(tmp_path):
         first = data["results"][0]
         assert all(r["ratios"][k] == pytest.approx(r[k] / first[k]) for k in data["columns"])
         assert 0 < r["proposals_per_image"] <= 50
+        # the first head of every model runs on every proposal; the later ones on no more
+        first_head, *later_heads = r["head_rois_per_image"].values()
+        assert first_head == r["proposals_per_image"]
+        assert all(0 <= n <= first_head for n in later_heads), r["head_rois_per_image"]
+    assert [list(r["head_rois_per_image"]) for r in data["results"]] == [
+        ["fc"],
+        ["fc", "conv"],
+        ["classifier", "regressor_stage1", "regressor_stage2", "regressor_stage3"],
+    ]
+    assert table[2].endswith(f"| fc {data['results'][0]['proposals_per_image']:.1f} |")
     assert all(ratio == 1.0 for ratio in data["results"][0]["ratios"].values())
     # more parameters and more FLOPs than the baseline: the conv-head, the regression stages
     for r in data["results"][1:]:
