@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -28,6 +28,7 @@ from .metrics import metrics_rows
 
 __all__ = [
     "Run",
+    "Analysis",
     "run_all",
     "read_result",
     "finished_result",
@@ -54,8 +55,18 @@ _PROCESS_START = "detectron2 INFO: Rank of current process"
 
 
 @dataclass
+class Analysis:
+    """A command run on a finished run's final weights, and the summary of its output the run's
+    result keeps (e.g. tools/analyze.py)."""
+
+    # argv; "{config}", "{weights}" and "{output_dir}" are filled in, the run's options appended
+    command: List[str]
+    read: Callable[[str], dict]  # the command's output folder -> the summary kept
+
+
+@dataclass
 class Run:
-    """One training run and its evaluations."""
+    """One training run, its evaluations and its analyses."""
 
     model: str  # a name for the table, e.g. the config's file name without .yaml
     seed: int
@@ -64,6 +75,9 @@ class Run:
     opts: List[str] = field(default_factory=list)  # train_net.py options for training and eval
     # extra `--eval-only` passes of the final weights: name -> options
     evals: Dict[str, List[str]] = field(default_factory=dict)
+    # commands on the final weights: name -> Analysis. Not part of the recipe (they change no
+    # training or evaluation): a finished run without one gets it on the next call.
+    analyses: Dict[str, Analysis] = field(default_factory=dict)
 
     def recipe(self) -> dict:
         return {
@@ -240,6 +254,28 @@ def _evaluate(run: Run, train_script: str, name: str, opts: List[str]) -> dict:
     }
 
 
+def _analyze(run: Run, name: str, analysis: Analysis) -> dict:
+    """Runs one analysis of the run's final weights into `<run>/analysis/<name>`; its summary."""
+    out = os.path.join(run.output_dir, "analysis", name)
+    fill = {
+        "config": run.config_file,
+        "weights": os.path.join(run.output_dir, "model_final.pth"),
+        "output_dir": out,
+    }
+    cmd = [a.format(**fill) for a in analysis.command] + list(run.opts)
+    log_path = os.path.join(run.output_dir, "train.log")
+    if _stream(cmd, log_path) != 0:
+        raise RuntimeError(f"analysis {name!r} of {run.output_dir} failed; see {log_path}")
+    return analysis.read(out)
+
+
+def _write_result(run: Run, result: dict) -> None:
+    tmp = os.path.join(run.output_dir, RESULT_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, os.path.join(run.output_dir, RESULT_FILE))
+
+
 def run_all(
     runs: Sequence[Run],
     train_script: str,
@@ -249,15 +285,16 @@ def run_all(
     on_result=None,
 ) -> List[dict]:
     """
-    Trains and evaluates every run not finished yet, in order; returns every run's result
-    ({"model", "seed", "metrics", "evals", "seconds" of this call, "train_seconds" over every
-    start of the run (`training_seconds`), ...}).
+    Trains and evaluates every run not finished yet, in order, and runs the analyses a finished
+    run with its folder still lacks; returns every run's result ({"model", "seed", "metrics",
+    "evals", "analyses", "seconds" of this call, "train_seconds" over every start of the run
+    (`training_seconds`), ...}).
 
     Args:
         known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
             seed and recipe match one of them counts as finished, even without its folder.
-        on_result: called with the results so far after each newly finished run (e.g. to
-            rewrite a report, so that results can be committed as they come).
+        on_result: called with the results so far after each newly finished run or analysis
+            (e.g. to rewrite a report, so that results can be committed as they come).
     """
     results = []
     for i, run in enumerate(runs):
@@ -282,18 +319,25 @@ def run_all(
                 "commit": git_commit(os.path.dirname(os.path.abspath(train_script))),
                 "recipe_key": run.recipe_key(),
             }
-            tmp = os.path.join(run.output_dir, RESULT_FILE + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=1)
-            os.replace(tmp, os.path.join(run.output_dir, RESULT_FILE))
+            _write_result(run, result)
             print_fn(
                 f"{label}: AP {metrics['AP']:.1f}, trained in "
                 f"{result['train_seconds'] / 60:.1f} min (this call {result['seconds'] / 60:.1f})"
             )
-            if on_result is not None:
-                on_result([*results, result])
+            fresh = True
         else:
             print_fn(f"{label}: done before (AP {result['metrics']['AP']:.1f}), skipped")
+            fresh = False
+        # a result known only from elsewhere (no folder, no weights) keeps what it has
+        if os.path.isfile(os.path.join(run.output_dir, RESULT_FILE)):
+            for name, analysis in run.analyses.items():
+                if name not in result.get("analyses", {}):
+                    print_fn(f"{label}: analysis {name}")
+                    result.setdefault("analyses", {})[name] = _analyze(run, name, analysis)
+                    _write_result(run, result)
+                    fresh = True
+        if fresh and on_result is not None:
+            on_result([*results, result])
         results.append(result)
     return results
 

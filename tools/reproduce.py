@@ -19,10 +19,12 @@ import argparse
 import ast
 import json
 import os
+import sys
 
 import yaml
 
 from detcommon.reproduce import (
+    Analysis,
     Run,
     compare,
     finished_result,
@@ -66,6 +68,43 @@ TARGETS = [
     ("drcnn", "faster_rcnn", "AP90", False),
     ("drcnn_cascade", "drcnn", "AP90", False),
 ]
+
+
+def proposals_summary(output_dir: str) -> dict:
+    """tools/analyze.py proposals' figures over every box of the set, x100, per head: mean IoU
+    of the regressed boxes of the windows of IoU >= 0.5 (paper Fig. 3, right) and Pearson
+    correlation of score and IoU (Fig. 3, left)."""
+    with open(os.path.join(output_dir, "proposals.json")) as f:
+        heads = json.load(f)["groups"]["all"]["heads"]
+    keys = {"regressed IoU": "mean_reg_iou_positive", "score-IoU Pearson": "pearson_score_iou"}
+    return {
+        head: {name: 100 * stats[key] for name, key in keys.items() if stats.get(key) is not None}
+        for head, stats in heads.items()
+    }
+
+
+# Analyses of the final weights, per model: name -> Analysis.
+ANALYSES = {
+    "dh_ext": {
+        "proposals": Analysis(
+            [
+                sys.executable,
+                os.path.join(REPO, "tools", "analyze.py"),
+                "proposals",
+                "--config-file",
+                "{config}",
+                "--weights",
+                "{weights}",
+                "--output-dir",
+                "{output_dir}",
+                "--proposals-per-box",
+                "100",
+            ],
+            proposals_summary,
+        )  # fmt: skip
+    }
+}
+FIG3_COLUMNS = ["regressed IoU", "score-IoU Pearson"]
 # Orderings inside one Double-Head-Ext model (its extra evaluations): (a, b, column, a >= b).
 MODE_TARGETS = [("fused", "average", "AP", True), ("max", "double", "AP", True)]
 NMS_REG = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -82,7 +121,7 @@ def study_runs(args):
 
     if args.study == "main":
         return [
-            Run(m, s, config(m), out(m, s), list(args.opts), EVALS.get(m, {}))
+            Run(m, s, config(m), out(m, s), list(args.opts), EVALS.get(m, {}), ANALYSES.get(m, {}))
             for s in args.seeds  # seed by seed: every model's first seed comes first
             for m in args.models
         ]
@@ -233,6 +272,26 @@ def write_report(args, results, known=(), quiet=False):
             lines += [""] + [
                 f"- {compare(modes, *t)}" for t in MODE_TARGETS if t[0] in modes and t[1] in modes
             ]
+        heads = summarize(
+            [
+                {"model": head, "metrics": figures}
+                for r in results
+                if r["model"] == "dh_ext" and "proposals" in r.get("analyses", {})
+                for head, figures in r["analyses"]["proposals"].items()
+            ]
+        )
+        if heads:
+            lines += [
+                "",
+                "Double-Head-Ext, each head on 100 windows slid around every ground-truth box of "
+                "shapes_val (`tools/analyze.py proposals`, paper Fig. 3), x100: mean IoU of the "
+                "regressed boxes of the windows of IoU >= 0.5, and the correlation of the score "
+                "with the window's IoU:",
+                "",
+                markdown_table(heads, FIG3_COLUMNS),
+            ]
+            if {"conv", "fc"} <= set(heads):
+                lines += ["", f"- {compare(heads, 'conv', 'fc', 'regressed IoU')}"]
         stages = {
             k: s["drcnn_cascade"]
             for k in ("stage1", "stage2")

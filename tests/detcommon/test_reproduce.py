@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from detcommon.reproduce import IOU_COLUMNS, Run, compare, markdown_table, summarize
+from detcommon.reproduce import IOU_COLUMNS, Analysis, Run, compare, markdown_table, summarize
 from tests.conftest import REPO, TINY_OPTS
 
 COLUMNS = ["AP", "AP50", "AP60", "AP70", "AP75", "AP80", "AP90", "APs", "APm", "APl"]
@@ -51,7 +51,23 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
         assert {"conv", "fc", "double", "fused", "average", "max"} <= set(run["evals"])
         # the modes pass evaluates the config's own mode (fused, complementary) again
         assert run["evals"]["fused"]["AP"] == pytest.approx(run["metrics"]["AP"], abs=1e-6)
+        # paper Fig. 3 on the final weights: every head's figures, x100
+        fig3 = run["analyses"]["proposals"]
+        assert set(fig3) == {"fc", "conv", "fused"}
+        assert all(0 <= fig3[h]["regressed IoU"] <= 100 for h in ("fc", "conv"))
+        assert "regressed IoU" not in fig3["fused"]  # fused scores only: no box of its own
+        assert (
+            tmp_path
+            / "runs"
+            / "dh_ext"
+            / f"seed{run['seed']}"
+            / "analysis"
+            / "proposals"
+            / "proposals.json"
+        ).is_file()
     table = (tmp_path / "results" / "shapes.md").read_text()
+    assert "paper Fig. 3" in table and "| conv | 2 |" in table
+    assert ": conv " in table and " vs fc " in table  # the ordering, checked
     ap = [r["metrics"]["AP"] for r in doc["runs"] if r["model"] == "faster_rcnn"]
     mean = sum(ap) / 2
     std = abs(ap[0] - ap[1]) / 2**0.5  # sample std of two values
@@ -64,6 +80,7 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     # a second call trains and evaluates nothing, and reports the same figures
     again = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
     assert "training ->" not in again and again.count("skipped") == 4
+    assert "analysis" not in again
     with open(tmp_path / "results" / "shapes.json") as f:
         assert [r["metrics"] for r in json.load(f)["runs"]] == [r["metrics"] for r in doc["runs"]]
 
@@ -93,6 +110,49 @@ def test_interrupted_run_resumes_and_changed_recipe_is_refused(tmp_path):
         json.dump({"recipe_key": "another", "metrics": {"AP": 1.0}}, f)
     with pytest.raises(RuntimeError, match=str(run.output_dir)):
         read_result(run)
+
+
+def test_a_finished_run_gets_a_missing_analysis_once(tmp_path):
+    from detcommon.reproduce import run_all
+
+    config = os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")
+    write = (
+        "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/w', 'w').write(sys.argv[2])"
+    )
+    analysis = Analysis(
+        [sys.executable, "-c", write, "{output_dir}", "{weights}"],
+        read=lambda out: {"weights": open(os.path.join(out, "w")).read()},
+    )
+    run = Run("m", 1, config, str(tmp_path / "run"), ["SEED", "1"], analyses={"a": analysis})
+    # analyses change no training or evaluation: not part of the recipe
+    assert run.recipe_key() == Run("m", 1, config, run.output_dir, ["SEED", "1"]).recipe_key()
+    os.makedirs(run.output_dir)
+    with open(os.path.join(run.output_dir, "result.json"), "w") as f:
+        json.dump(
+            {
+                "model": "m",
+                "seed": 1,
+                "recipe_key": run.recipe_key(),
+                "metrics": {"AP": 1.0},
+                "train_seconds": 1.0,
+            },
+            f,
+        )
+    calls, reports = [], []
+    (result,) = run_all([run], "/bin/false-script", print_fn=calls.append, on_result=reports.append)
+    # no training (the script would fail), the analysis on the final weights, and a report
+    weights = os.path.join(run.output_dir, "model_final.pth")
+    assert result["analyses"] == {"a": {"weights": weights}} and len(reports) == 1
+    with open(os.path.join(run.output_dir, "result.json")) as f:
+        assert json.load(f)["analyses"] == {"a": {"weights": weights}}
+    calls.clear()
+    run_all([run], "/bin/false-script", print_fn=calls.append)
+    assert not any("analysis" in c for c in calls)
+    # a run known only from a results JSON (no folder, no weights) keeps what it has
+    elsewhere = Run("m", 1, config, str(tmp_path / "gone"), ["SEED", "1"], analyses={"a": analysis})
+    known = [{"model": "m", "seed": 1, "recipe_key": run.recipe_key(), "metrics": {"AP": 1.0}}]
+    (result,) = run_all([elsewhere], "/bin/false-script", print_fn=calls.append, known=known)
+    assert "analyses" not in result
 
 
 def test_summary_table_and_orderings_by_hand():
