@@ -169,8 +169,13 @@ def read_result(run: Run) -> Optional[dict]:
             f"{path} was made with another recipe (config files, options or seed changed since). "
             f"Delete {run.output_dir} to retrain it, or pass another --output-dir."
         )
-    if result.get("train_seconds") is None:  # results written before it was recorded
+    # results written before these were recorded
+    if result.get("train_seconds") is None:
         result["train_seconds"] = training_seconds(run.output_dir)
+    if "learning_curve" not in result and os.path.isfile(
+        os.path.join(run.output_dir, "metrics.json")
+    ):
+        result["learning_curve"] = learning_curve(run.output_dir)
     return result
 
 
@@ -288,7 +293,7 @@ def run_all(
     Trains and evaluates every run not finished yet, in order, and runs the analyses a finished
     run with its folder still lacks; returns every run's result ({"model", "seed", "metrics",
     "evals", "analyses", "seconds" of this call, "train_seconds" over every start of the run
-    (`training_seconds`), ...}).
+    (`training_seconds`), "learning_curve" (`learning_curve`), ...}).
 
     Args:
         known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
@@ -316,6 +321,7 @@ def run_all(
                 "evals": evals,
                 "seconds": round(time.monotonic() - start, 1),
                 "train_seconds": training_seconds(run.output_dir),
+                "learning_curve": learning_curve(run.output_dir),
                 "commit": git_commit(os.path.dirname(os.path.abspath(train_script))),
                 "recipe_key": run.recipe_key(),
             }

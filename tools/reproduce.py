@@ -309,6 +309,7 @@ def write_report(args, results, known=(), quiet=False):
         plot_ap_vs_iou(
             summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}"
         )
+        lines += ["", learning_curve_report(results, stem, doc["commit"])]
     if args.study == "schedule":
         lines += ["", schedule_report(args, results, stem)]
     if args.study == "fidelity":
@@ -320,7 +321,35 @@ def write_report(args, results, known=(), quiet=False):
     print("\n".join(lines))
     print(
         f"\nWrote {stem}.json, {stem}.md"
-        + (f", {stem}_ap_vs_iou.png" if args.study == "main" else "")
+        + (f", {stem}_ap_vs_iou.png, {stem}_learning_curve.png" if args.study == "main" else "")
+    )
+
+
+def learning_curve_report(results, stem, commit_id):
+    """AP at every evaluation during training, mean ± std over seeds, as a table and a plot."""
+    curves = {}
+    for r in results:
+        if r.get("learning_curve"):
+            curves.setdefault(r["model"], []).append(r["learning_curve"])
+    if not curves:
+        return ""
+    png = plot_learning_curves(
+        curves, stem + "_learning_curve.png", title=f"shapes_val, commit {commit_id[:12]}"
+    )
+    at = summarize(
+        [
+            {"model": m, "metrics": {str(it): ap for it, ap in c}}
+            for m, cs in curves.items()
+            for c in cs
+        ]
+    )
+    iterations = sorted({int(k) for s in at.values() for k in s})
+    return "\n".join(
+        [
+            f"AP during training (the periodic evaluations; plot `{os.path.basename(png)}`):",
+            "",
+            markdown_table(at, [str(it) for it in iterations]),
+        ]
     )
 
 

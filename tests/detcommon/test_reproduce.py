@@ -46,6 +46,9 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     ]  # fmt: skip
     for run in doc["runs"]:
         assert set(COLUMNS + IOU_COLUMNS) <= set(run["metrics"])
+        # the final evaluation ends the learning curve, at the last iteration (MAX_ITER 4)
+        (last_iter, last_ap) = run["learning_curve"][-1]
+        assert last_iter == 4 and last_ap == pytest.approx(run["metrics"]["AP"], nan_ok=True)
     dh_ext = [r for r in doc["runs"] if r["model"] == "dh_ext"]
     for run in dh_ext:  # the four modes and the two other fusions, from the same weights
         assert {"conv", "fc", "double", "fused", "average", "max"} <= set(run["evals"])
@@ -74,8 +77,9 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     assert f"| faster_rcnn | 2 | {mean:.1f} ± {std:.1f} |" in table
     assert "inference modes" in table
     assert all(r["train_seconds"] > 0 for r in doc["runs"]) and "Training wall time" in table
-    png = tmp_path / "results" / "shapes_ap_vs_iou.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "AP during training" in table and "| model | seeds | 4 |" in table
+    for png in ("shapes_ap_vs_iou.png", "shapes_learning_curve.png"):
+        assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # a second call trains and evaluates nothing, and reports the same figures
     again = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
