@@ -208,22 +208,21 @@ def measure_latency(model: nn.Module, images: list, warmup: int, device: str):
         RoIs that box head ran on per image (what a fast path leaves it), same images.
     """
     model.eval()
-    times, proposals, head_rois = [], [], []
+    times, proposals = [], []
     hook = model.roi_heads.register_forward_pre_hook(
         lambda module, args: proposals.append(len(args[2][0]))  # (images, features, proposals)
     )
     with torch.no_grad(), count_head_rois(model.roi_heads) as counts:
-        for image in images:
+        for i, image in enumerate(images):
+            if i == warmup:
+                before = dict(counts)  # the warm-up's RoIs, not counted
             _sync(device)
             start = time.perf_counter()
             model([image])
             _sync(device)
             times.append(time.perf_counter() - start)
-            head_rois.append(dict(counts))  # running totals after this image
     hook.remove()
-    timed = len(images) - warmup
-    before = head_rois[warmup - 1] if warmup else dict.fromkeys(counts, 0)
-    rois = {name: (counts[name] - before[name]) / timed for name in counts}
+    rois = {name: (counts[name] - before[name]) / (len(images) - warmup) for name in counts}
     return times[warmup:], float(np.mean(proposals[warmup:])), rois
 
 

@@ -29,7 +29,6 @@ from detcommon.reproduce import (
     compare,
     finished_result,
     git_commit,
-    learning_curve,
     markdown_table,
     plot_ap_vs_iou,
     plot_learning_curves,
@@ -101,7 +100,7 @@ ANALYSES = {
                 "100",
             ],
             proposals_summary,
-        )  # fmt: skip
+        )
     }
 }
 FIG3_COLUMNS = ["regressed IoU", "score-IoU Pearson"]
@@ -325,12 +324,18 @@ def write_report(args, results, known=(), quiet=False):
     )
 
 
+def _curves(named_results):
+    """name -> the learning curves of its finished runs, from (name, result) pairs."""
+    curves = {}
+    for name, r in named_results:
+        if r.get("learning_curve"):
+            curves.setdefault(name, []).append(r["learning_curve"])
+    return curves
+
+
 def learning_curve_report(results, stem, commit_id):
     """AP at every evaluation during training, mean ± std over seeds, as a table and a plot."""
-    curves = {}
-    for r in results:
-        if r.get("learning_curve"):
-            curves.setdefault(r["model"], []).append(r["learning_curve"])
+    curves = _curves([(r["model"], r) for r in results])
     if not curves:
         return ""
     png = plot_learning_curves(
@@ -380,9 +385,6 @@ def schedule_report(args, results, stem):
     """1x (main study, every seed) against 2x final AP, and the learning curves of both."""
     # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
     models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *args.models]))
-    main_args = argparse.Namespace(
-        **{**vars(args), "study": "main", "seeds": [1, 2, 3], "models": models}
-    )
     one_x = main_results(args, models)
     lines = []
     if one_x:
@@ -393,11 +395,7 @@ def schedule_report(args, results, stem):
         for m in args.models:
             if m in s1 and f"{m} 2x" in s2:
                 lines.append(f"- {m}: " + compare({**s1, **s2}, f"{m} 2x", m, "AP"))
-    curves = {}
-    for run in study_runs(main_args) + study_runs(args):
-        if os.path.isfile(os.path.join(run.output_dir, "metrics.json")):
-            name = run.model if run in study_runs(args) else f"{run.model} 1x"
-            curves.setdefault(name, []).append(learning_curve(run.output_dir))
+    curves = _curves([(f"{r['model']} 1x", r) for r in one_x] + [(r["model"], r) for r in results])
     if curves:
         png = plot_learning_curves(
             curves, stem + "_learning_curve.png", title=f"commit {commit()[:12]}"
