@@ -5,6 +5,7 @@
     python tools/reproduce.py --models faster_rcnn dh_ext --seeds 1 2
     python tools/reproduce.py --study nms_reg      # Table III on shapes: NMS_reg 0.70 ... 0.95
     python tools/reproduce.py --study fidelity     # each authors'-code fix against its old value
+    python tools/reproduce.py --study fidelity --models drcnn drcnn_dh   # some of them
     python tools/reproduce.py --study schedule     # the baseline on twice the schedule + curves
 
 Each run trains `configs/shapes/<model>.yaml` with `SEED <seed>` (initialisation and data
@@ -107,6 +108,15 @@ FIG3_COLUMNS = ["regressed IoU", "score-IoU Pearson"]
 # Orderings inside one Double-Head-Ext model (its extra evaluations): (a, b, column, a >= b).
 MODE_TARGETS = [("fused", "average", "AP", True), ("max", "double", "AP", True)]
 NMS_REG = [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+# The fidelity study: per model, the option that restores this project's earlier behaviour where
+# it differed from the authors' code (projects/*/README.md, "Differences from the authors' code").
+FIDELITY = {
+    "dh": ["MODEL.DOUBLE_HEAD.CONV_ROI_POOLING", "enlarged_clipped"],
+    "dh_ext": ["MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT", "zero_norm"],
+    "drcnn": ["MODEL.DECOUPLED.REG_LOSS_NORMALIZER", "num_samples"],
+    "drcnn_cascade": ["MODEL.DECOUPLED.REG_PROPOSAL_APPEND_GT", "True"],
+    "drcnn_dh": ["MODEL.DECOUPLED.REG_ROI_SCALE", "1.0"],
+}
 
 
 def study_runs(args):
@@ -138,13 +148,6 @@ def study_runs(args):
         ]
     if args.study == "fidelity":
         # each authors'-code default against the project's earlier behaviour (same seeds)
-        old = {
-            "dh": ["MODEL.DOUBLE_HEAD.CONV_ROI_POOLING", "enlarged_clipped"],
-            "dh_ext": ["MODEL.DOUBLE_HEAD.CONV_HEAD.NONLOCAL_INIT", "zero_norm"],
-            "drcnn": ["MODEL.DECOUPLED.REG_LOSS_NORMALIZER", "num_samples"],
-            "drcnn_cascade": ["MODEL.DECOUPLED.REG_PROPOSAL_APPEND_GT", "True"],
-            "drcnn_dh": ["MODEL.DECOUPLED.REG_ROI_SCALE", "1.0"],
-        }
         return [
             Run(
                 f"{m} {' '.join(o)}",
@@ -153,7 +156,8 @@ def study_runs(args):
                 out(f"{m}_old_{o[0].split('.')[-1].lower()}", s),
                 [*o, *args.opts],
             )
-            for m, o in old.items()
+            for m, o in FIDELITY.items()
+            if m in args.models
             for s in args.seeds
         ]
     if args.study == "schedule":
@@ -412,7 +416,12 @@ def main():
         "--study", default="main", choices=["main", "nms_reg", "fidelity", "schedule"]
     )
     parser.add_argument(
-        "--models", nargs="+", default=MODELS, choices=MODELS, help="main study only"
+        "--models",
+        nargs="+",
+        default=MODELS,
+        choices=MODELS,
+        help="the models of the study: main (default all six), schedule (default faster_rcnn), "
+        f"fidelity (default every model with an earlier behaviour: {' '.join(FIDELITY)})",
     )
     parser.add_argument(
         "--seeds",
@@ -440,6 +449,13 @@ def main():
         args.seeds = [1, 2, 3] if args.study == "main" else [1]
     if args.study == "schedule" and args.models == MODELS:
         args.models = ["faster_rcnn"]
+    if args.study == "fidelity" and not set(args.models) & set(FIDELITY):
+        parser.error(
+            f"--study fidelity: none of --models {' '.join(args.models)} has an earlier "
+            f"behaviour to compare; choose among {' '.join(FIDELITY)}"
+        )
+    if args.study == "nms_reg" and args.models != MODELS:
+        parser.error("--study nms_reg trains drcnn only: drop --models")
     runs = study_runs(args)
     # runs recorded in the committed results count as finished: a new checkout retrains nothing
     known = recorded_runs(args)

@@ -252,3 +252,29 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
     if study == "schedule":
         max_iter = tool._shapes_base()["SOLVER"]["MAX_ITER"]
         assert runs[0].opts[:2] == ["SOLVER.MAX_ITER", str(2 * max_iter)]
+
+
+def test_models_choose_the_fidelity_runs():
+    """--models picks the fidelity runs (in the study's order); a choice with no earlier
+    behaviour, or --models with the drcnn-only NMS_reg study, is refused naming the fix."""
+    import argparse
+
+    from tools import reproduce as tool
+
+    args = argparse.Namespace(study="fidelity", models=["drcnn_dh", "drcnn"], seeds=[1, 2],
+                              opts=[], output_dir="/out", results_dir="/res", name=None)  # fmt: skip
+    runs = tool.study_runs(args)
+    assert [(r.model.split(" ")[0], r.seed) for r in runs] == [
+        ("drcnn", 1), ("drcnn", 2), ("drcnn_dh", 1), ("drcnn_dh", 2)
+    ]  # fmt: skip
+    assert runs[0].opts == ["MODEL.DECOUPLED.REG_LOSS_NORMALIZER", "num_samples"]
+    assert runs[0].output_dir == "/out/drcnn_old_reg_loss_normalizer/seed1"
+    for argv, message in [
+        (["--study", "fidelity", "--models", "faster_rcnn"], "choose among dh dh_ext drcnn"),
+        (["--study", "nms_reg", "--models", "dh"], "drop --models"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, os.path.join(REPO, "tools", "reproduce.py"), *argv],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
