@@ -375,15 +375,21 @@ def summarize(results: Sequence[dict], key: str = "metrics") -> Dict[str, dict]:
     }
 
 
+def _mean_pm_std(mean: float, std: float, n: int) -> str:
+    """ "12.0 ± 2.0"; the mean alone for a single seed, whose spread is unknown."""
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
 def markdown_table(summary: Dict[str, dict], columns: Sequence[str] = TABLE_ORDER) -> str:
-    """Mean ± std over seeds per model and column, with the number of seeds."""
+    """Mean ± std over seeds per model and column (the mean alone for one seed), with the
+    number of seeds."""
     lines = [
         "| model | seeds | " + " | ".join(columns) + " |",
         "| --- | --- |" + " --- |" * len(columns),
     ]
     for model, stats in summary.items():
         n = max(s[2] for s in stats.values())
-        cells = [f"{stats[c][0]:.1f} ± {stats[c][1]:.1f}" if c in stats else "-" for c in columns]
+        cells = [_mean_pm_std(*stats[c]) if c in stats else "-" for c in columns]
         lines.append(f"| {model} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -402,7 +408,10 @@ def compare(summary: Dict[str, dict], a: str, b: str, column: str, at_least: boo
         verdict = "holds (no difference)" if at_least else "no difference"
     else:
         verdict = "holds" if diff > 0 else "fails"
-    return f"{verdict}: {a} {ma:.1f} ± {sa:.1f} vs {b} {mb:.1f} ± {sb:.1f} ({column}, {diff:+.1f})"
+    return (
+        f"{verdict}: {a} {_mean_pm_std(ma, sa, na)} vs {b} {_mean_pm_std(mb, sb, nb)} "
+        f"({column}, {diff:+.1f})"
+    )
 
 
 def plot_ap_vs_iou(summary: Dict[str, dict], path: str, title: str = "") -> str:

@@ -178,7 +178,12 @@ def test_summary_table_and_orderings_by_hand():
     assert compare(summary, "a", "b", "AP").startswith("no difference")
     assert compare(summary, "a", "b", "AP", at_least=True).startswith("holds (no difference)")
     one_seed = summarize([results[0], results[3]])
-    assert compare(one_seed, "a", "b", "AP").startswith("not decided")
+    # a single seed has no spread: its mean alone, and no verdict
+    assert "| a | 1 | 10.0 |" in markdown_table(one_seed, ["AP"])
+    assert (
+        compare(one_seed, "a", "b", "AP")
+        == "not decided (one seed, no spread): a 10.0 vs b 9.0 (AP, +1.0)"
+    )
 
 
 def test_learning_curve_counts_iterations_trained(tmp_path):
