@@ -372,16 +372,54 @@ def main_results(args, models, seeds=(1, 2, 3)):
 
 
 def fidelity_report(args, results):
-    """Each authors'-code default (the main study's run, same seed) against the earlier behaviour."""
+    """Each authors'-code default (the main study's runs of the same seeds) against the earlier
+    behaviour; the noise is the default's spread over every seed of the main study."""
     models = sorted({r["model"].split(" ")[0] for r in results})
-    defaults = summarize(main_results(args, models, args.seeds))
-    summary = {**defaults, **summarize(results)}
-    lines = ["Authors' default (main study, same seeds) against the earlier behaviour:", ""]
-    for name in summarize(results):
-        model = name.split(" ")[0]
-        if model in defaults:
-            for column in ("AP", "AP75", "AP90"):
-                lines.append(f"- {compare(summary, model, name, column)}")
+    return fidelity_table(
+        summarize(main_results(args, models, args.seeds)),
+        summarize(main_results(args, models)),
+        summarize(results),
+    )
+
+
+def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90")):
+    """
+    Markdown: per fidelity run and column, the authors' default on the same seeds, the earlier
+    behaviour, their difference and the default's std over all its seeds; the difference counts
+    when it exceeds that std (the earlier behaviour's own spread is not measured: its runs share
+    the default's seeds, model and data, so its spread is taken to be the same).
+
+    Args:
+        same_seeds, all_seeds: `summarize` of the main study's runs of the model, on the fidelity
+            runs' seeds and on every seed.
+        earlier: `summarize` of the fidelity runs, named "<model> <option> <value>".
+    """
+    lines = [
+        "Authors' default (main study, same seeds) against the earlier behaviour; a difference "
+        "counts when it exceeds the default's std over all its seeds:",
+        "",
+        "| model | earlier behaviour | column | default | earlier | difference | default's std "
+        "(seeds) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, stats in earlier.items():
+        model, option = name.split(" ", 1)
+        if model not in same_seeds:
+            continue
+        for c in columns:
+            default, old = same_seeds[model][c][0], stats[c][0]
+            std, n = all_seeds[model][c][1:]
+            diff = default - old
+            if n < 2:
+                verdict = "not decided (the default has one seed)"
+            elif abs(diff) <= std:
+                verdict = "no difference"
+            else:
+                verdict = "authors' default better" if diff > 0 else "earlier behaviour better"
+            lines.append(
+                f"| {model} | `{option}` | {c} | {default:.1f} | {old:.1f} | {diff:+.1f} | "
+                f"{std:.1f} ({n}) | {verdict} |"
+            )
     return "\n".join(lines)
 
 

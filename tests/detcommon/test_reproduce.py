@@ -283,3 +283,25 @@ def test_models_choose_the_fidelity_runs():
             capture_output=True, text=True,
         )  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_fidelity_table_by_hand():
+    """The authors' default against the earlier behaviour: differences and verdicts against the
+    default's spread over all its seeds."""
+    from tools import reproduce as tool
+
+    main = [
+        {"model": "drcnn", "seed": s, "metrics": {"AP": ap, "AP90": ap90}}
+        for s, ap, ap90 in ((1, 67.6, 40.8), (2, 68.0, 42.0))
+    ]
+    earlier = [{"model": "drcnn OPT v", "seed": 1, "metrics": {"AP": 62.0, "AP90": 40.5}}]
+    table = tool.fidelity_table(
+        summarize(main[:1]), summarize(main), summarize(earlier), columns=("AP", "AP90")
+    )
+    # AP: 67.6 - 62.0 = 5.6 > std(67.6, 68.0) = 0.28; AP90: 0.3 <= std(40.8, 42.0) = 0.85
+    assert (
+        "| drcnn | `OPT v` | AP | 67.6 | 62.0 | +5.6 | 0.3 (2) | authors' default better |" in table
+    )
+    assert "| drcnn | `OPT v` | AP90 | 40.8 | 40.5 | +0.3 | 0.8 (2) | no difference |" in table
+    one = tool.fidelity_table(*(summarize(r) for r in (main[:1], main[:1], earlier)), ["AP"])
+    assert "not decided (the default has one seed)" in one
