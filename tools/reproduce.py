@@ -7,6 +7,7 @@
     python tools/reproduce.py --study fidelity     # each authors'-code fix against its old value
     python tools/reproduce.py --study fidelity --models drcnn drcnn_dh   # some of them
     python tools/reproduce.py --study schedule     # the baseline on twice the schedule + curves
+    python tools/reproduce.py --study schedule --models faster_rcnn dh --factors 2 4
 
 Each run trains `configs/shapes/<model>.yaml` with `SEED <seed>` (initialisation and data
 order) into `<output-dir>/<model>/seed<seed>/`, then evaluates it on shapes_val. Finished runs
@@ -162,24 +163,26 @@ def study_runs(args):
         ]
     if args.study == "schedule":
         return [
-            Run(f"{m} 2x", s, config(m), out(f"{m}_2x", s), [*doubled_schedule(), *args.opts])
+            Run(f"{m} {k}x", s, config(m), out(f"{m}_{k}x", s), [*scaled_schedule(k), *args.opts])
+            for k in args.factors
             for m in args.models
             for s in args.seeds
         ]
     raise ValueError(args.study)
 
 
-def doubled_schedule():
-    """Options that double the shapes schedule (iterations, lr steps, evaluation period)."""
+def scaled_schedule(factor: int):
+    """Options that multiply the shapes schedule by `factor` (iterations, lr steps, evaluation
+    period)."""
     solver, test = _shapes_base()["SOLVER"], _shapes_base()["TEST"]
     # yacs reads "(400, 533)" as a Python literal; plain YAML sees a string
     steps = solver["STEPS"]
     steps = ",".join(
-        str(2 * x) for x in (ast.literal_eval(steps) if isinstance(steps, str) else steps)
+        str(factor * x) for x in (ast.literal_eval(steps) if isinstance(steps, str) else steps)
     )
     return [
-        "SOLVER.MAX_ITER", str(2 * solver["MAX_ITER"]), "SOLVER.STEPS", f"({steps},)",
-        "TEST.EVAL_PERIOD", str(2 * test["EVAL_PERIOD"]),
+        "SOLVER.MAX_ITER", str(factor * solver["MAX_ITER"]), "SOLVER.STEPS", f"({steps},)",
+        "TEST.EVAL_PERIOD", str(factor * test["EVAL_PERIOD"]),
     ]  # fmt: skip
 
 
@@ -424,7 +427,8 @@ def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90"
 
 
 def schedule_report(args, results, stem):
-    """1x (main study, every seed) against 2x final AP, and the learning curves of both."""
+    """1x (main study, every seed) against each longer schedule's final AP, and the learning
+    curves of all."""
     # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
     models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *args.models]))
     one_x = main_results(args, models)
@@ -432,11 +436,13 @@ def schedule_report(args, results, stem):
     if one_x:
         s1, s2 = summarize(one_x), summarize(results)
         lines.append(
-            "Doubling the schedule (a difference counts when it exceeds the larger std):\n"
+            "Longer schedules against the table's (a difference counts when it exceeds the "
+            "larger std):\n"
         )
-        for m in args.models:
-            if m in s1 and f"{m} 2x" in s2:
-                lines.append(f"- {m}: " + compare({**s1, **s2}, f"{m} 2x", m, "AP"))
+        for k in args.factors:
+            for m in args.models:
+                if m in s1 and f"{m} {k}x" in s2:
+                    lines.append(f"- {m}: " + compare({**s1, **s2}, f"{m} {k}x", m, "AP"))
     curves = _curves([(f"{r['model']} 1x", r) for r in one_x] + [(r["model"], r) for r in results])
     if curves:
         png = plot_learning_curves(
@@ -468,6 +474,14 @@ def main():
         default=None,
         help="default: 1 2 3 (main), 1 (nms_reg, fidelity)",
     )
+    parser.add_argument(
+        "--factors",
+        nargs="+",
+        type=int,
+        default=[2],
+        help="schedule study: multiples of the shapes schedule to train (default 2; 4 checks "
+        "whether twice the schedule is itself converged)",
+    )
     parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "reproduce"))
     parser.add_argument("--results-dir", default=os.path.join(REPO, "docs", "results"))
     parser.add_argument(
@@ -492,6 +506,8 @@ def main():
             f"--study fidelity: none of --models {' '.join(args.models)} has an earlier "
             f"behaviour to compare; choose among {' '.join(FIDELITY)}"
         )
+    if any(k < 2 for k in args.factors):
+        parser.error(f"--factors must be 2 or more (1 is the main study), got {args.factors}")
     if args.study == "nms_reg" and args.models != MODELS:
         parser.error("--study nms_reg trains drcnn only: drop --models")
     runs = study_runs(args)

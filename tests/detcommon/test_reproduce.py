@@ -236,7 +236,8 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
     from tools import reproduce as tool
 
     args = argparse.Namespace(study=study, models=list(tool.MODELS), seeds=[1], opts=[],
-                              output_dir="/nonexistent", results_dir="/nonexistent", name=None)  # fmt: skip
+                              output_dir="/nonexistent", results_dir="/nonexistent", name=None,
+                              factors=[2, 4])  # fmt: skip
     if study == "schedule":
         args.models = ["faster_rcnn"]
     runs = tool.study_runs(args)
@@ -255,8 +256,15 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
                     getattr, key, default
                 ), key
     if study == "schedule":
-        max_iter = tool._shapes_base()["SOLVER"]["MAX_ITER"]
-        assert runs[0].opts[:2] == ["SOLVER.MAX_ITER", str(2 * max_iter)]
+        # 1200 iterations, steps (800, 1066), evaluation every 300: times 2, then times 4
+        assert [(r.model, r.output_dir) for r in runs] == [
+            ("faster_rcnn 2x", "/nonexistent/faster_rcnn_2x/seed1"),
+            ("faster_rcnn 4x", "/nonexistent/faster_rcnn_4x/seed1"),
+        ]
+        assert runs[0].opts == ["SOLVER.MAX_ITER", "2400", "SOLVER.STEPS", "(1600,2132,)",
+                                "TEST.EVAL_PERIOD", "600"]  # fmt: skip
+        assert runs[1].opts == ["SOLVER.MAX_ITER", "4800", "SOLVER.STEPS", "(3200,4264,)",
+                                "TEST.EVAL_PERIOD", "1200"]  # fmt: skip
 
 
 def test_models_choose_the_fidelity_runs():
