@@ -376,7 +376,7 @@ def summarize(results: Sequence[dict], key: str = "metrics") -> Dict[str, dict]:
 
 
 def _mean_pm_std(mean: float, std: float, n: int) -> str:
-    """ "12.0 ± 2.0"; the mean alone for a single seed, whose spread is unknown."""
+    """Mean and std as "12.0 ± 2.0"; the mean alone for a single seed (its spread is unknown)."""
     return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
 
 
