@@ -5,6 +5,7 @@ unreachable one) with exit code 75 and a message naming the rank; torchrun mixed
 local "machines" training together are checked in test_distributed.py."""
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -195,8 +196,12 @@ def test_a_frozen_rank_is_lost_after_the_heartbeat_timeout(site_dir, tmp_path):
         log0 = run.output(0)
     print(f"2 machines, SIGSTOP rank 1, timeout 6 s: machine 0 exited after {seconds:.1f} s")
     assert code0 == LOST_RANK_EXIT_CODE, log0
-    assert "Lost rank 1: no heartbeat for" in log0
-    assert 6 <= seconds < 30
+    silence = re.search(r"Lost rank 1: no heartbeat for (\d+) s", log0)
+    assert silence, log0
+    # The silence counts from rank 1's last heartbeat, which came before the SIGSTOP and the
+    # release, so the wall time after the release may be under the timeout; the silence may not.
+    assert int(silence.group(1)) >= 6
+    assert seconds < 30
 
 
 def test_a_killed_torchrun_worker_stops_the_run(site_dir, tmp_path):
