@@ -3,9 +3,14 @@ summarised as mean ± std over seeds.
 
 Each run lives in `<root>/<model>/seed<k>/`: Detectron2's own output (checkpoints, metrics.json,
 config.yaml), the run's log `train.log`, and `result.json` once the run has finished. A run
-whose `result.json` records the same recipe (config files, options, seed) is skipped; one with
-checkpoints but no result resumes from its last checkpoint (`--resume`); a finished run whose
-recipe changed is refused, naming the folder, instead of being silently mixed with new runs.
+whose `result.json` records the same recipe is skipped; one with checkpoints but no result
+resumes from its last checkpoint (`--resume`); a finished run whose recipe changed is refused,
+naming the folder, instead of being silently mixed with new runs.
+
+The recipe is what the run trains with, not how it is spelled: the keys where the merged config
+(file, its `_BASE_` chain, options) differs from the project's defaults, the seed and the extra
+evaluations. A config file that sets SOLVER.MAX_ITER 2400 and another config with the option
+`SOLVER.MAX_ITER 2400` have one recipe, so a result of one counts for the other.
 """
 
 import hashlib
@@ -81,14 +86,53 @@ class Run:
 
     def recipe(self) -> dict:
         return {
-            "config": _config_chain(self.config_file),
-            "opts": list(self.opts),
+            "config": changed_settings(self.config_file, self.opts),
             "seed": self.seed,
             "evals": self.evals,
         }
 
     def recipe_key(self) -> str:
-        return hashlib.sha256(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:16]
+        return _hash(self.recipe())
+
+    def recipe_keys(self) -> tuple:
+        """This recipe's key, then the key results recorded before 2026-12 carry (config files
+        as written, options as given): a result with either is this run's."""
+        spelled = {
+            "config": _config_chain(self.config_file),
+            "opts": list(self.opts),
+            "seed": self.seed,
+            "evals": self.evals,
+        }
+        return self.recipe_key(), _hash(spelled)
+
+
+def _hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# set per run by the runner, or by the machine: not part of a recipe
+_NOT_RECIPE = {"OUTPUT_DIR", "SEED", "MODEL.DEVICE"}
+
+
+def changed_settings(config_file: str, opts: Sequence[str] = ()) -> Dict[str, str]:
+    """{"SOLVER.MAX_ITER": "2400", ...}: every key where the run's config (detcommon.config
+    .build_config of the file and options) differs from the project's defaults, values as
+    repr; OUTPUT_DIR, SEED and MODEL.DEVICE left out."""
+    from .config import build_config, get_project_cfg
+
+    def flat(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    default = dict(flat(get_project_cfg()))
+    return {
+        key: repr(value)
+        for key, value in flat(build_config(config_file, opts))
+        if key not in _NOT_RECIPE and (key not in default or default[key] != value)
+    }
 
 
 def _config_chain(path: str) -> List[dict]:
@@ -164,11 +208,14 @@ def read_result(run: Run) -> Optional[dict]:
         return None
     with open(path) as f:
         result = json.load(f)
-    if result.get("recipe_key") != run.recipe_key():
+    if result.get("recipe_key") not in run.recipe_keys():
         raise RuntimeError(
             f"{path} was made with another recipe (config files, options or seed changed since). "
             f"Delete {run.output_dir} to retrain it, or pass another --output-dir."
         )
+    if result["recipe_key"] != run.recipe_key():  # recorded under the earlier key
+        result["recipe_key"] = run.recipe_key()
+        _write_result(run, result)
     # results written before these were recorded
     if result.get("train_seconds") is None:
         result["train_seconds"] = training_seconds(run.output_dir)
@@ -179,15 +226,30 @@ def read_result(run: Run) -> Optional[dict]:
     return result
 
 
-def finished_result(run: Run, known: Sequence[dict] = ()) -> Optional[dict]:
+def finished_result(
+    run: Run, known: Sequence[dict] = (), elsewhere: Sequence[dict] = ()
+) -> Optional[dict]:
     """The run's result from its folder, else from `known` results with its model, seed and
-    recipe (e.g. a committed results JSON); None if it has not finished."""
+    recipe (e.g. its study's committed results JSON), else from `elsewhere` (e.g. other studies'
+    results) with its seed and recipe under another name, relabelled (its "same_run_as" keeps
+    the other name); None if it has not finished."""
     result = read_result(run)
+    keys = run.recipe_keys()
     if result is None:
-        key = (run.model, run.seed, run.recipe_key())
         result = next(
-            (r for r in known if (r["model"], r["seed"], r.get("recipe_key")) == key), None
+            (
+                r
+                for r in known
+                if (r["model"], r["seed"]) == (run.model, run.seed) and r.get("recipe_key") in keys
+            ),
+            None,
         )
+        if result is not None:
+            result = {**result, "recipe_key": keys[0]}
+    if result is None:
+        same = [r for r in elsewhere if (r["seed"], r.get("recipe_key")) == (run.seed, keys[0])]
+        if same:
+            result = {**same[0], "model": run.model, "same_run_as": same[0]["model"]}
     return result
 
 
@@ -288,6 +350,7 @@ def run_all(
     progress_period: float = 60.0,
     known: Sequence[dict] = (),
     on_result=None,
+    elsewhere: Sequence[dict] = (),
 ) -> List[dict]:
     """
     Trains and evaluates every run not finished yet, in order, and runs the analyses a finished
@@ -298,13 +361,15 @@ def run_all(
     Args:
         known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
             seed and recipe match one of them counts as finished, even without its folder.
+        elsewhere: results under other names (e.g. other studies' JSONs); a run whose seed and
+            recipe match one of them counts as finished too (`finished_result`).
         on_result: called with the results so far after each newly finished run or analysis
             (e.g. to rewrite a report, so that results can be committed as they come).
     """
     results = []
     for i, run in enumerate(runs):
         label = f"[{i + 1}/{len(runs)}] {run.model} seed {run.seed}"
-        result = finished_result(run, known)
+        result = finished_result(run, known, elsewhere)
         if result is None:
             os.makedirs(run.output_dir, exist_ok=True)
             start = time.monotonic()
@@ -332,7 +397,8 @@ def run_all(
             )
             fresh = True
         else:
-            print_fn(f"{label}: done before (AP {result['metrics']['AP']:.1f}), skipped")
+            same = f" as {result['same_run_as']!r}" if "same_run_as" in result else ""
+            print_fn(f"{label}: done before{same} (AP {result['metrics']['AP']:.1f}), skipped")
             fresh = False
         # a result known only from elsewhere (no folder, no weights) keeps what it has
         if os.path.isfile(os.path.join(run.output_dir, RESULT_FILE)):

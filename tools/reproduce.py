@@ -19,6 +19,7 @@ the main study, `<study>_ap_vs_iou.png`.
 
 import argparse
 import ast
+import glob
 import json
 import os
 import sys
@@ -221,6 +222,18 @@ def recorded_runs(args):
         return []
     with open(results_stem(args) + ".json") as f:
         return json.load(f)["runs"]
+
+
+def other_studies_runs(args):
+    """The runs recorded in the other results JSONs of --results-dir: a run of this study with
+    the same recipe and seed (e.g. a schedule study's 2x run, once the configs have its schedule)
+    is not trained again."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(args.results_dir, "*.json"))):
+        if os.path.abspath(path) != os.path.abspath(results_stem(args) + ".json"):
+            with open(path) as f:
+                runs += json.load(f).get("runs", [])
+    return runs
 
 
 def write_report(args, results, known=(), quiet=False):
@@ -512,9 +525,9 @@ def main():
         parser.error("--study nms_reg trains drcnn only: drop --models")
     runs = study_runs(args)
     # runs recorded in the committed results count as finished: a new checkout retrains nothing
-    known = recorded_runs(args)
+    known, elsewhere = recorded_runs(args), other_studies_runs(args)
     if args.report_only:
-        results = [r for r in (finished_result(run, known) for run in runs) if r]
+        results = [r for r in (finished_result(run, known, elsewhere) for run in runs) if r]
     else:
         results = run_all(
             runs,
@@ -522,6 +535,7 @@ def main():
             print_fn=lambda s: print(s, flush=True),
             known=known,
             on_result=lambda done: write_report(args, done, known, quiet=True),
+            elsewhere=elsewhere,
         )
     write_report(args, results, known)
 

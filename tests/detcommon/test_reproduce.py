@@ -159,6 +159,49 @@ def test_a_finished_run_gets_a_missing_analysis_once(tmp_path):
     assert "analyses" not in result
 
 
+def test_one_recipe_however_spelled_and_reused_under_another_name(tmp_path):
+    from detcommon.reproduce import finished_result, read_result
+
+    base = os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")
+    in_file = tmp_path / "fr_2400.yaml"
+    in_file.write_text(
+        f"_BASE_: {base}\nSOLVER:\n  STEPS: (1600, 2132)\n  MAX_ITER: 2400\n"
+        "TEST:\n  EVAL_PERIOD: 600\n"
+    )
+    opts = ["SOLVER.MAX_ITER", "2400", "SOLVER.STEPS", "(1600,2132,)", "TEST.EVAL_PERIOD", "600"]
+    spelled_out = Run("faster_rcnn 2x", 1, base, str(tmp_path / "a"), opts)
+    in_config = Run("faster_rcnn", 1, str(in_file), str(tmp_path / "b"))
+    assert spelled_out.recipe_key() == in_config.recipe_key()
+    assert spelled_out.recipe_key() != Run("x", 1, base, "").recipe_key()
+    assert spelled_out.recipe_key() != Run("x", 2, base, "", opts).recipe_key()
+    assert spelled_out.recipe().get("config")["SOLVER.MAX_ITER"] == "2400"
+    # the other name's result counts, relabelled; another seed's does not
+    key = spelled_out.recipe_key()
+    other = {"model": "faster_rcnn 2x", "seed": 1, "recipe_key": key, "metrics": {"AP": 7.0}}
+    result = finished_result(in_config, elsewhere=[{**other, "seed": 2}, other])
+    assert (result["model"], result["same_run_as"], result["metrics"]["AP"]) == (
+        "faster_rcnn", "faster_rcnn 2x", 7.0
+    )  # fmt: skip
+    assert finished_result(in_config, elsewhere=[{**other, "seed": 2}]) is None
+    # a result recorded under the earlier key (files and options as written) is still the run's,
+    # and its file takes the key of today
+    earlier_key = spelled_out.recipe_keys()[1]
+    assert earlier_key != spelled_out.recipe_key()
+    os.makedirs(spelled_out.output_dir)
+    path = os.path.join(spelled_out.output_dir, "result.json")
+    with open(path, "w") as f:
+        json.dump(
+            {**other, "recipe_key": earlier_key, "train_seconds": 1.0, "learning_curve": []}, f
+        )
+    assert read_result(spelled_out)["metrics"]["AP"] == 7.0
+    with open(path) as f:
+        assert json.load(f)["recipe_key"] == spelled_out.recipe_key()
+    known = [{**other, "recipe_key": earlier_key}]
+    assert finished_result(Run("faster_rcnn 2x", 1, base, "", opts), known)["recipe_key"] == (
+        spelled_out.recipe_key()
+    )
+
+
 def test_summary_table_and_orderings_by_hand():
     results = [
         {"model": "a", "seed": s, "metrics": {"AP": ap}}
