@@ -225,11 +225,11 @@ def recorded_runs(args):
 
 
 def other_studies_runs(args):
-    """The runs recorded in the other results JSONs of --results-dir: a run of this study with
-    the same recipe and seed (e.g. a schedule study's 2x run, once the configs have its schedule)
-    is not trained again."""
+    """The runs recorded in the other results JSONs under --results-dir (archived protocols'
+    too): a run of this study with the same recipe and seed (e.g. a schedule study's 2x run,
+    once the configs have its schedule) is not trained again."""
     runs = []
-    for path in sorted(glob.glob(os.path.join(args.results_dir, "*.json"))):
+    for path in sorted(glob.glob(os.path.join(args.results_dir, "**", "*.json"), recursive=True)):
         if os.path.abspath(path) != os.path.abspath(results_stem(args) + ".json"):
             with open(path) as f:
                 runs += json.load(f).get("runs", [])
