@@ -148,14 +148,20 @@ def _config_chain(path: str) -> List[dict]:
 
 
 def git_commit(repo: str) -> str:
-    """HEAD's hash in `repo`, with "-dirty" when tracked files differ from it."""
+    """HEAD's hash in `repo`, with "-dirty" when tracked files differ from it, other than
+    markdown and docs/results/ (documentation and results files change no result; a results
+    runner rewrites them while it runs)."""
 
     def git(*args):
         proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
         return proc.stdout.strip()
 
     head = git("rev-parse", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".",
+        ":(exclude)*.md", ":(exclude)docs/results",
+    )  # fmt: skip
+    return head + ("-dirty" if changed else "")
 
 
 def training_seconds(output_dir: str) -> Optional[float]:

@@ -356,3 +356,24 @@ def test_fidelity_table_by_hand():
     assert "| drcnn | `OPT v` | AP90 | 40.8 | 40.5 | +0.3 | 0.8 (2) | no difference |" in table
     one = tool.fidelity_table(*(summarize(r) for r in (main[:1], main[:1], earlier)), ["AP"])
     assert "not decided (the default has one seed)" in one
+
+
+def test_commit_is_dirty_for_code_not_for_documentation_or_results(tmp_path):
+    from detcommon.reproduce import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("README.md", "docs/results/shapes.json", "train.py"):
+        os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git_commit(str(tmp_path))
+    assert len(head) == 40
+    (tmp_path / "README.md").write_text("2\n")
+    (tmp_path / "docs/results/shapes.json").write_text("2\n")
+    assert git_commit(str(tmp_path)) == head
+    (tmp_path / "train.py").write_text("2\n")
+    assert git_commit(str(tmp_path)) == head + "-dirty"
