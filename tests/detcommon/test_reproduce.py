@@ -298,15 +298,15 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
                     getattr, key, default
                 ), key
     if study == "schedule":
-        # 1200 iterations, steps (800, 1066), evaluation every 300: times 2, then times 4
+        # 2400 iterations, steps (1600, 2132), evaluation every 600: times 2, then times 4
         assert [(r.model, r.output_dir) for r in runs] == [
             ("faster_rcnn 2x", "/nonexistent/faster_rcnn_2x/seed1"),
             ("faster_rcnn 4x", "/nonexistent/faster_rcnn_4x/seed1"),
         ]
-        assert runs[0].opts == ["SOLVER.MAX_ITER", "2400", "SOLVER.STEPS", "(1600,2132,)",
-                                "TEST.EVAL_PERIOD", "600"]  # fmt: skip
-        assert runs[1].opts == ["SOLVER.MAX_ITER", "4800", "SOLVER.STEPS", "(3200,4264,)",
+        assert runs[0].opts == ["SOLVER.MAX_ITER", "4800", "SOLVER.STEPS", "(3200,4264,)",
                                 "TEST.EVAL_PERIOD", "1200"]  # fmt: skip
+        assert runs[1].opts == ["SOLVER.MAX_ITER", "9600", "SOLVER.STEPS", "(6400,8528,)",
+                                "TEST.EVAL_PERIOD", "2400"]  # fmt: skip
 
 
 def test_models_choose_the_fidelity_runs():
