@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """`make demo`: trains the FPN baseline and Double-Head-Ext on the embedded shapes data with the
-results protocol (pretrained shapes backbone, configs/shapes/) on a quarter of its schedule, so it
-fits in about 15 minutes on 2 CPU cores, evaluates both on shapes_val, draws Double-Head-Ext's
+results protocol (pretrained shapes backbone, configs/shapes/) on an eighth of its schedule (300 of
+2400 iterations), so it fits in about 15 minutes on 2 CPU cores, evaluates both on shapes_val, draws Double-Head-Ext's
 detections on a validation image with DefaultPredictor, and prints the AP table and the path.
 The first run also makes the pretrained backbone (once, cached; see README).
 
