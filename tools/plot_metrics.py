@@ -6,7 +6,7 @@ also prints each run's mean of every loss term over those iterations (as logged,
 applied), a table to compare how far runs fit.
 
     python tools/plot_metrics.py output/shapes/faster_rcnn output/shapes/dh_ext --output-dir output/curves
-    python tools/plot_metrics.py RUN_DIR ... --output-dir output/curves --window 1100 1200
+    python tools/plot_metrics.py RUN_DIR ... --output-dir output/curves --window 2300 2400
 """
 
 import argparse
