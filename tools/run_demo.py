@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""`make demo`: trains the FPN baseline and Double-Head-Ext on the embedded shapes data with the
-results protocol (pretrained shapes backbone, configs/shapes/) on an eighth of its schedule (300 of
-2400 iterations), so it fits in about 15 minutes on 2 CPU cores, evaluates both on shapes_val, draws Double-Head-Ext's
-detections on a validation image with DefaultPredictor, and prints the AP table and the path.
-The first run also makes the pretrained backbone (once, cached; see README).
+"""`make demo`: trains the FPN baseline and Decoupled R-CNN with cascaded regression on the embedded
+shapes data with the results protocol (pretrained shapes backbone, configs/shapes/) on a fifth of
+its schedule (480 of 2400 iterations), so it fits in about 15 minutes on 2 CPU cores, evaluates both
+on shapes_val, draws the last model's detections on a validation image with DefaultPredictor, and
+prints the AP table and the path. The first run also makes the pretrained backbone (once, cached;
+see README). Double-Head-Ext overtakes the baseline only late in the schedule, so at this length
+the demo's ordering would not be the results' (README, "Two commands"); `--models faster_rcnn
+dh_ext` trains it anyway.
 
-    python tools/run_demo.py --output-dir output/demo [--models faster_rcnn dh_ext] [--max-iter N]
+    python tools/run_demo.py --output-dir output/demo [--models faster_rcnn drcnn_cascade] [--max-iter N]
 """
 
 import argparse
@@ -43,13 +46,13 @@ def main():
     parser.add_argument(
         "--models",
         nargs="+",
-        default=["faster_rcnn", "dh_ext"],
+        default=["faster_rcnn", "drcnn_cascade"],
         help="config names under configs/shapes/",
     )
     parser.add_argument(
         "--max-iter",
         type=int,
-        default=300,
+        default=480,
         help="schedule length, lr steps at 2/3 and 8/9 as in the configs (0: the configs' own)",
     )
     args = parser.parse_args()
