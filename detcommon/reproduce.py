@@ -421,17 +421,20 @@ def run_all(
 
 
 def _mean_std(values: List[float]):
-    values = [v for v in values if v == v]  # NaN-free
+    """(mean, sample std) of the values that are numbers (NaN: no detections), and how many
+    values were given."""
+    n, values = len(values), [v for v in values if v == v]
     if not values:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), n
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(values), std
+    return statistics.fmean(values), std, n
 
 
 def summarize(results: Sequence[dict], key: str = "metrics") -> Dict[str, dict]:
     """
     model -> {column: (mean, std, n)} over its seeds, for the `key` metrics ("metrics"), or for
-    an extra evaluation ("evals/<name>").
+    an extra evaluation ("evals/<name>"); n counts the seeds that have the column (a run may
+    lack one, e.g. an evaluation lost to an interruption), so a single value shows no spread.
     """
     grouped: Dict[str, List[dict]] = {}
     for r in results:
@@ -440,7 +443,7 @@ def summarize(results: Sequence[dict], key: str = "metrics") -> Dict[str, dict]:
             grouped.setdefault(r["model"], []).append(metrics)
     return {
         model: {
-            c: (*_mean_std([m[c] for m in rows if c in m]), len(rows))
+            c: _mean_std([m[c] for m in rows if c in m])
             for c in sorted({c for m in rows for c in m})
         }
         for model, rows in grouped.items()
@@ -552,11 +555,11 @@ def plot_learning_curves(curves: Dict[str, List[List[tuple]]], path: str, title:
         iters = sorted({it for run in runs for it, _ in run})
         values = [[dict(run).get(it) for run in runs] for it in iters]
         stats = [_mean_std([v for v in vs if v is not None]) for vs in values]
-        mean = [m for m, _ in stats]
+        mean = [m for m, _, _ in stats]
         line = ax.plot(iters, mean, marker="o", ms=3, lw=1.2, label=f"{name} ({len(runs)} runs)")
         if len(runs) > 1:
             ax.fill_between(
-                iters, [m - s for m, s in stats], [m + s for m, s in stats],
+                iters, [m - s for m, s, _ in stats], [m + s for m, s, _ in stats],
                 color=line[0].get_color(), alpha=0.15,
             )  # fmt: skip
     ax.set_xlabel("iteration")

@@ -226,6 +226,15 @@ def test_summary_table_and_orderings_by_hand():
         compare(one_seed, "a", "b", "AP")
         == "not decided (one seed, no spread): a 10.0 vs b 9.0 (AP, +1.0)"
     )
+    # a column that only one of two seeds has (an evaluation lost to a resume) shows no spread
+    gap = summarize(
+        [
+            {"model": "a", "metrics": {"600": 61.1, "AP": 77.0}},
+            {"model": "a", "metrics": {"AP": 77.1}},
+        ]
+    )
+    assert gap["a"]["600"] == pytest.approx((61.1, 0.0, 1))
+    assert "| a | 2 | 61.1 | 77.0 ± 0.1 |" in markdown_table(gap, ["600", "AP"])
 
 
 def test_learning_curve_counts_iterations_trained(tmp_path):
