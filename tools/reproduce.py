@@ -504,6 +504,11 @@ def main():
         "--report-only", action="store_true", help="write the report from finished runs only"
     )
     parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each finished run's periodic checkpoints (default: only model_final.pth stays)",
+    )
+    parser.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
         default=[],
@@ -536,6 +541,7 @@ def main():
             known=known,
             on_result=lambda done: write_report(args, done, known, quiet=True),
             elsewhere=elsewhere,
+            keep_checkpoints=args.keep_checkpoints,
         )
     write_report(args, results, known)
 

@@ -80,6 +80,9 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     assert "AP during training" in table and "| model | seeds | 4 |" in table
     for png in ("shapes_ap_vs_iou.png", "shapes_learning_curve.png"):
         assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a finished run keeps its final weights only (TINY_OPTS checkpoints every 2 iterations)
+    for folder in (tmp_path / "runs").glob("*/seed*"):
+        assert sorted(p.name for p in folder.glob("model*.pth")) == ["model_final.pth"]
 
     # a second call trains and evaluates nothing, and reports the same figures
     again = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "dh_ext", "--seeds", "1", "2")
@@ -235,6 +238,24 @@ def test_summary_table_and_orderings_by_hand():
     )
     assert gap["a"]["600"] == pytest.approx((61.1, 0.0, 1))
     assert "| a | 2 | 61.1 | 77.0 ± 0.1 |" in markdown_table(gap, ["600", "AP"])
+
+
+def test_periodic_checkpoints_go_only_once_the_final_weights_are_the_last(tmp_path):
+    from detcommon.reproduce import drop_periodic_checkpoints
+
+    names = ["model_0000001.pth", "model_0000003.pth", "model_final.pth", "model_best.pth"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"w")
+    (tmp_path / "last_checkpoint").write_text("model_0000003.pth")
+    assert drop_periodic_checkpoints(str(tmp_path)) == []  # interrupted: needed to resume
+    (tmp_path / "last_checkpoint").write_text("model_final.pth")
+    (tmp_path / "model_final.pth").unlink()
+    assert drop_periodic_checkpoints(str(tmp_path)) == []  # no final weights on disk
+    (tmp_path / "model_final.pth").write_bytes(b"w")
+    assert drop_periodic_checkpoints(str(tmp_path)) == names[:2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last_checkpoint", "model_best.pth", "model_final.pth"
+    ]  # fmt: skip
 
 
 def test_learning_curve_counts_iterations_trained(tmp_path):
