@@ -392,7 +392,7 @@ def run_all(
         on_result: called with the results so far after each newly finished run or analysis
             (e.g. to rewrite a report, so that results can be committed as they come).
         keep_checkpoints: keep a newly finished run's periodic checkpoints; by default only
-            its final weights stay (`drop_periodic_checkpoints`; about 1.7 GB a shapes run).
+            its final weights stay (`drop_periodic_checkpoints`; 1.6 to 2.3 GB a shapes run).
     """
     results = []
     for i, run in enumerate(runs):
