@@ -5,7 +5,10 @@ Each run lives in `<root>/<model>/seed<k>/`: Detectron2's own output (checkpoint
 config.yaml), the run's log `train.log`, and `result.json` once the run has finished. A run
 whose `result.json` records the same recipe is skipped; one with checkpoints but no result
 resumes from its last checkpoint (`--resume`); a finished run whose recipe changed is refused,
-naming the folder, instead of being silently mixed with new runs.
+naming the folder, instead of being silently mixed with new runs. When a run starts, the
+SHA-256 of the weights it starts from (`MODEL.WEIGHTS`) goes into `inputs.json` and from there
+into its result: a cached pretrained backbone made again on another machine need not be the same
+file, and a reader of the table can see which runs share one.
 
 The recipe is what the run trains with, not how it is spelled: the keys where the merged config
 (file, its `_BASE_` chain, options) differs from the project's defaults, the seed and the extra
@@ -27,7 +30,9 @@ from datetime import datetime
 from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
+from detectron2.utils.file_io import PathManager
 
+from .data.shapes import sha256_file
 from .evaluation import IOU_THRESHOLDS, TABLE_ORDER
 from .metrics import metrics_rows
 
@@ -46,6 +51,8 @@ __all__ = [
     "compare",
     "training_seconds",
     "training_time_line",
+    "record_inputs",
+    "inputs_line",
     "IOU_COLUMNS",
 ]
 
@@ -53,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 IOU_COLUMNS = [f"AP{round(t * 100)}" for t in IOU_THRESHOLDS]
 RESULT_FILE = "result.json"
+INPUTS_FILE = "inputs.json"
 # Detectron2's periodic checkpoints, model_<iteration, 7 digits>.pth (not model_final / model_best)
 _PERIODIC_CHECKPOINT = re.compile(r"model_\d{7}\.pth")
 _PROGRESS = re.compile(r"eta: (\S+)\s+iter: (\d+)")
@@ -207,6 +215,51 @@ def training_time_line(results: Sequence[dict]) -> str:
         "Training wall time per run, minutes (train_net.py's log.txt, summed over resumes; mean "
         "and range over seeds): " + ", ".join(parts)
     )
+
+
+def record_inputs(run: Run) -> Optional[dict]:
+    """
+    What the run starts from, written once into `<run>/inputs.json` when it first trains and
+    read back afterwards: {"weights": MODEL.WEIGHTS, "weights_sha256": ...} ("weights" None
+    when it starts from scratch). A run resumed from a checkpoint keeps its first record (its
+    checkpoint, not the initial weights, holds the model); a run started before records were
+    kept has none (None).
+    """
+    path = os.path.join(run.output_dir, INPUTS_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    if os.path.isfile(os.path.join(run.output_dir, "last_checkpoint")):
+        return None
+    from .config import build_config
+
+    weights = build_config(run.config_file, run.opts).MODEL.WEIGHTS or None
+    inputs = {"weights": weights, "weights_sha256": None}
+    if weights is not None:  # shapes-pretrained:// makes the cached backbone on first use
+        inputs["weights_sha256"] = sha256_file(PathManager.get_local_path(weights))
+    os.makedirs(run.output_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(inputs, f, indent=1)
+    return inputs
+
+
+def inputs_line(results: Sequence[dict]) -> str:
+    """One markdown line: which runs started from which weights file (first 8 hex digits of its
+    SHA-256), and which runs have no record; "" when no run has one."""
+    if all(r.get("inputs") is None for r in results):
+        return ""
+    groups: Dict[str, List[str]] = {}
+    for r in results:
+        inputs = r.get("inputs")
+        if inputs is None:
+            key = "not recorded (trained before 2026-12-06)"
+        elif inputs["weights"] is None:
+            key = "from scratch"
+        else:
+            key = f"{inputs['weights']} {inputs['weights_sha256'][:8]}"
+        groups.setdefault(key, []).append(f"{r['model']} {r['seed']}")
+    parts = [f"{key}: {', '.join(runs)}" for key, runs in groups.items()]
+    return "Initial weights per run (model seed; `inputs` in the JSON): " + "; ".join(parts)
 
 
 def read_result(run: Run) -> Optional[dict]:
@@ -401,6 +454,7 @@ def run_all(
         if result is None:
             os.makedirs(run.output_dir, exist_ok=True)
             start = time.monotonic()
+            inputs = record_inputs(run)
             _train(run, train_script, label, print_fn, progress_period)
             metrics = final_metrics(os.path.join(run.output_dir, "metrics.json"))
             evals = {}
@@ -417,6 +471,7 @@ def run_all(
                 "learning_curve": learning_curve(run.output_dir),
                 "commit": git_commit(os.path.dirname(os.path.abspath(train_script))),
                 "recipe_key": run.recipe_key(),
+                "inputs": inputs,
             }
             _write_result(run, result)
             if not keep_checkpoints:

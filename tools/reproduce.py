@@ -32,6 +32,7 @@ from detcommon.reproduce import (
     compare,
     finished_result,
     git_commit,
+    inputs_line,
     markdown_table,
     plot_ap_vs_iou,
     plot_learning_curves,
@@ -256,6 +257,8 @@ def write_report(args, results, known=(), quiet=False):
     ]
     if training_time_line(results):
         lines += ["", training_time_line(results)]
+    if inputs_line(results):
+        lines += ["", inputs_line(results)]
     if args.study == "main":
         lines += [
             "",

@@ -77,6 +77,13 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
     assert f"| faster_rcnn | 2 | {mean:.1f} ± {std:.1f} |" in table
     assert "inference modes" in table
     assert all(r["train_seconds"] > 0 for r in doc["runs"]) and "Training wall time" in table
+    # TINY_OPTS start from scratch: recorded as such, per run
+    assert all(r["inputs"] == {"weights": None, "weights_sha256": None} for r in doc["runs"])
+    runs = ", ".join(f"{r['model']} {r['seed']}" for r in doc["runs"])
+    assert (
+        f"Initial weights per run (model seed; `inputs` in the JSON): from scratch: {runs}\n"
+        in table
+    )
     assert "AP during training" in table and "| model | seeds | 4 |" in table
     for png in ("shapes_ap_vs_iou.png", "shapes_learning_curve.png"):
         assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -406,3 +413,40 @@ def test_commit_is_dirty_for_code_not_for_documentation_or_results(tmp_path):
     assert git_commit(str(tmp_path)) == head
     (tmp_path / "train.py").write_text("2\n")
     assert git_commit(str(tmp_path)) == head + "-dirty"
+
+
+def test_initial_weights_recorded_once_per_run(tmp_path):
+    import hashlib
+
+    from detcommon.reproduce import inputs_line, record_inputs
+
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(b"first backbone")
+    config = os.path.join(REPO, "configs", "shapes", "faster_rcnn.yaml")
+    run = Run("faster_rcnn", 1, config, str(tmp_path / "run"), ["MODEL.WEIGHTS", str(weights)])
+    first = record_inputs(run)
+    assert first == {
+        "weights": str(weights),
+        "weights_sha256": hashlib.sha256(b"first backbone").hexdigest(),
+    }
+    # made again (e.g. on another machine) after the run started: the run keeps its record
+    weights.write_bytes(b"second backbone")
+    assert record_inputs(run) == first
+    # a run that has checkpoints but started before records were kept: unknown, not guessed
+    resumed = Run("faster_rcnn", 2, config, str(tmp_path / "old"), ["MODEL.WEIGHTS", str(weights)])
+    os.makedirs(resumed.output_dir)
+    open(os.path.join(resumed.output_dir, "last_checkpoint"), "w").write("model_0000149.pth")
+    assert record_inputs(resumed) is None
+    assert not os.path.exists(os.path.join(resumed.output_dir, "inputs.json"))
+
+    short = first["weights_sha256"][:8]
+    results = [
+        {"model": "dh", "seed": 1},
+        {"model": "dh", "seed": 2, "inputs": first},
+        {"model": "faster_rcnn", "seed": 3, "inputs": first},
+    ]
+    assert inputs_line(results) == (
+        "Initial weights per run (model seed; `inputs` in the JSON): not recorded (trained "
+        f"before 2026-12-06): dh 1; {weights} {short}: dh 2, faster_rcnn 3"
+    )
+    assert inputs_line(results[:1]) == ""
