@@ -96,7 +96,8 @@ def test_double_fast_path_gives_the_full_path_detections(trained):
     num_proposals = full_rois["fc"]
     assert fast_rois["fc"] == num_proposals == full_rois["conv"]
     # the fc scores straddle SCORE_THRESH_TEST: the conv branch sees some proposals, not all
-    assert 0 < fast_rois["conv"] < 0.5 * num_proposals, (fast_rois, num_proposals)
+    # (how many depends on the tiny model's training numerics: 236 of 400 on one machine)
+    assert 0 < fast_rois["conv"] < num_proposals, (fast_rois, num_proposals)
     assert sum(len(d) for d in fast) >= len(inputs)
     _assert_same_detections(fast, full)
     _assert_same_detections(fast, _all_branches(model, inputs, "double"))
