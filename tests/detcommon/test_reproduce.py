@@ -346,7 +346,7 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
                                 "TEST.EVAL_PERIOD", "2400"]  # fmt: skip
 
 
-def test_models_choose_the_fidelity_runs():
+def test_models_choose_the_fidelity_runs(monkeypatch, capsys):
     """--models picks the fidelity runs (in the study's order); a choice with no earlier
     behaviour, or --models with the drcnn-only NMS_reg study, is refused naming the fix."""
     import argparse
@@ -365,11 +365,11 @@ def test_models_choose_the_fidelity_runs():
         (["--study", "fidelity", "--models", "faster_rcnn"], "choose among dh dh_ext drcnn"),
         (["--study", "nms_reg", "--models", "dh"], "drop --models"),
     ]:
-        proc = subprocess.run(
-            [sys.executable, os.path.join(REPO, "tools", "reproduce.py"), *argv],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        monkeypatch.setattr(sys, "argv", ["reproduce.py", *argv])
+        with pytest.raises(SystemExit) as exit_:  # argparse's error: before anything is trained
+            tool.main()
+        stderr = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in stderr, stderr
 
 
 def test_fidelity_table_by_hand():

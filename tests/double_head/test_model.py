@@ -466,8 +466,9 @@ def test_a_few_iterations_on_shapes_lower_the_loss():
 
 
 @pytest.mark.slow
-def test_train_net_eval_only_reports_every_mode(tmp_path):
-    """`train_net.py --eval-only` with EVAL_MODES: one inference pass, one AP table per mode."""
+def test_train_net_eval_only_reports_every_mode(tmp_path, tiny_val):
+    """`train_net.py --eval-only` with EVAL_MODES: one inference pass, one AP table per mode
+    (on conftest's 5-image tiny_val)."""
     cfg = get_cfg()
     add_common_config(cfg)
     add_doublehead_config(cfg)
@@ -476,8 +477,9 @@ def test_train_net_eval_only_reports_every_mode(tmp_path):
     torch.manual_seed(0)
     DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("model")
     returncode, log = run_train_net(
-        "--config-file", "configs/shapes/dh_ext.yaml", "--eval-only", *TINY_OPTS,
-        "OUTPUT_DIR", str(tmp_path), "MODEL.WEIGHTS", str(tmp_path / "model.pth"),
+        "--config-file", "configs/shapes/dh_ext.yaml", "--eval-only", *tiny_val, *TINY_OPTS,
+        "DATASETS.TEST", "('tiny_val',)", "OUTPUT_DIR", str(tmp_path),
+        "MODEL.WEIGHTS", str(tmp_path / "model.pth"),
         "MODEL.DOUBLE_HEAD.EVAL_MODES", '["conv","fc","double","fused"]',
     )  # fmt: skip
     assert returncode == 0, log[-3000:]
@@ -485,6 +487,4 @@ def test_train_net_eval_only_reports_every_mode(tmp_path):
     for mode in MODES:
         assert f"Double-Head inference mode '{mode}'" in log
         assert f"copypaste: Task: {mode}/bbox" in log
-        assert (
-            tmp_path / "inference" / "shapes_val" / mode / "coco_instances_results.json"
-        ).exists()
+        assert (tmp_path / "inference" / "tiny_val" / mode / "coco_instances_results.json").exists()

@@ -1,7 +1,9 @@
 """Two CPU processes over gloo (the one file of the suite for multi-process training) for the FPN
-baseline, Double-Head-Ext and the Decoupled R-CNN cascade, started by `train_net.py --num-gpus 2`
-(every model), by `torchrun --nproc_per_node 2` and as two local "machines"
-(`--num-machines 2 --machine-rank {0,1} --dist-url tcp://...`): both ranks log, their losses are
+baseline, Double-Head-Ext and the Decoupled R-CNN cascade, each model with one launcher and each
+launcher once: `train_net.py --num-gpus 2`, `torchrun --nproc_per_node 2` and two local
+"machines" (`--num-machines 2 --machine-rank {0,1} --dist-url tcp://...`). Whether DDP works
+depends on the model (every parameter in every step) and on the launcher (rendezvous, ranks), not
+on the pair, so three runs cover what five did. Both ranks log, their losses are
 averaged into metrics.json, evaluation gathers the detections of both ranks, and metrics.json
 and the TensorBoard events hold every loss term (every parameter takes part in every step, as
 DistributedDataParallel requires)."""
@@ -28,11 +30,11 @@ HEAD_LOSSES = {
 }
 
 
-# (model, launcher): every model with --num-gpus, Double-Head-Ext with the other launchers.
+# (model, launcher): every model once, every launcher once.
 RUNS = [
-    *((model, "num_gpus") for model in sorted(HEAD_LOSSES)),
+    ("faster_rcnn", "num_gpus"),
     ("dh_ext", "torchrun"),
-    ("dh_ext", "two_machines"),
+    ("drcnn_cascade", "two_machines"),
 ]
 
 

@@ -46,14 +46,17 @@ def test_training_writes_checkpoints_and_metrics(trained):
     assert "Starting training from iteration 0" in log
 
 
-def test_eval_only_prints_the_paper_ap_table(trained):
+def test_eval_only_prints_the_paper_ap_table(trained, tiny_val):
     out, _ = trained
     weights = os.path.join(out, "model_final.pth")
     code, log = run_train_net(
         "--config-file",
         CONFIG,
         "--eval-only",
+        *tiny_val,
         *TINY_OPTS,
+        "DATASETS.TEST",
+        "('tiny_val',)",
         "MODEL.WEIGHTS",
         weights,
         "OUTPUT_DIR",
