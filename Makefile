@@ -6,6 +6,10 @@ TORCHVISION_VERSION ?= 0.29.1
 DETECTRON2_COMMIT ?= 02b5c4e295e990042a714712c21dc79b731e8833
 DETECTRON2_URL ?= git+https://github.com/facebookresearch/detectron2.git@$(DETECTRON2_COMMIT)
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core, at most TEST_MAX_WORKERS (each holds a model and its data);
+# TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= auto
+TEST_MAX_WORKERS ?= 4
 REPRODUCE_ARGS ?=
 DEMO_DIR ?= output/demo
 
@@ -44,4 +48,4 @@ lint: install
 	$(PYTHON) -m ruff check .
 
 test: install
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --maxprocesses $(TEST_MAX_WORKERS) --dist loadscope $(PYTEST_ARGS)

@@ -25,6 +25,7 @@ REQUIRED = {
     "matplotlib": "analysis plots",
     "tqdm": "progress bars",
     "pytest": "the test suite",
+    "xdist": "pytest-xdist, the test suite on every core (make test)",
     "nbclient": "the test suite (runs docs/tutorial.ipynb)",
     "ipykernel": "the test suite (the tutorial's Python kernel)",
     "ruff": "make lint",
