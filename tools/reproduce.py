@@ -246,6 +246,13 @@ def write_report(args, results, known=(), quiet=False):
     chosen = {(r["model"], r["seed"]) for r in results}
     kept = [r for r in known if (r["model"], r["seed"]) not in chosen]
     doc = {"protocol": protocol(args), "commit": commit(), "runs": kept + list(results)}
+    if os.path.isfile(stem + ".json"):  # same protocol and runs: the commit that wrote them stays
+        with open(stem + ".json") as f:
+            previous = json.load(f)
+        if {k: previous.get(k) for k in ("protocol", "runs")} == json.loads(
+            json.dumps({k: doc[k] for k in ("protocol", "runs")})
+        ):
+            doc["commit"] = previous["commit"]
     with open(stem + ".json", "w") as f:
         json.dump(doc, f, indent=1)
     summary = summarize(results)

@@ -450,3 +450,31 @@ def test_initial_weights_recorded_once_per_run(tmp_path):
         f"before 2026-12-06): dh 1; {weights} {short}: dh 2, faster_rcnn 3"
     )
     assert inputs_line(results[:1]) == ""
+
+
+def test_a_report_of_the_same_runs_keeps_the_commit_that_wrote_them(tmp_path, monkeypatch):
+    """`--report-only` on unchanged runs, at a later commit, rewrites the files byte for byte
+    (the earlier commit stays); a new run, or a changed figure, takes the current commit."""
+    import argparse
+
+    from tools import reproduce as tool
+
+    args = argparse.Namespace(
+        study="main", results_dir=str(tmp_path), name=None, opts=[], seeds=[1]
+    )
+    metrics = {c: 50.0 for c in COLUMNS + IOU_COLUMNS}
+    runs = [{"model": "faster_rcnn", "seed": 1, "metrics": metrics}]
+
+    def report(commit, results):
+        monkeypatch.setattr(tool, "commit", lambda: commit)
+        tool.write_report(args, results, quiet=True)
+        with open(tmp_path / "shapes.json") as f:
+            return json.load(f)["commit"], {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    first, files = report("a" * 40, runs)
+    assert first == "a" * 40 and "commit aaaaaaaaaaaa" in files["shapes.md"].decode()
+    assert report("b" * 40, runs) == (first, files)  # nothing to commit after a rerun
+    changed = [{**runs[0], "metrics": {**metrics, "AP": 51.0}}]
+    assert report("b" * 40, changed)[0] == "b" * 40
+    more = changed + [{"model": "dh", "seed": 1, "metrics": metrics}]
+    assert report("c" * 40, more)[0] == "c" * 40
