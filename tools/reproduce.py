@@ -340,7 +340,7 @@ def write_report(args, results, known=(), quiet=False):
         )
         lines += ["", learning_curve_report(results, stem, doc["commit"])]
     if args.study == "schedule":
-        lines += ["", schedule_report(args, results, stem)]
+        lines += ["", schedule_report(args, results, stem, doc["commit"])]
     if args.study == "fidelity":
         lines += ["", fidelity_report(args, results)]
     with open(stem + ".md", "w") as f:
@@ -449,7 +449,7 @@ def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90"
     return "\n".join(lines)
 
 
-def schedule_report(args, results, stem):
+def schedule_report(args, results, stem, commit_id):
     """1x (main study, every seed) against each longer schedule's final AP, and the learning
     curves of all."""
     # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
@@ -469,7 +469,7 @@ def schedule_report(args, results, stem):
     curves = _curves([(f"{r['model']} 1x", r) for r in one_x] + [(r["model"], r) for r in results])
     if curves:
         png = plot_learning_curves(
-            curves, stem + "_learning_curve.png", title=f"commit {commit()[:12]}"
+            curves, stem + "_learning_curve.png", title=f"commit {commit_id[:12]}"
         )
         lines.append(f"\nLearning curves: `{os.path.basename(png)}`")
     return "\n".join(lines)
