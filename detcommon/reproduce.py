@@ -11,9 +11,11 @@ into its result: a cached pretrained backbone made again on another machine need
 file, and a reader of the table can see which runs share one.
 
 The recipe is what the run trains with, not how it is spelled: the keys where the merged config
-(file, its `_BASE_` chain, options) differs from the project's defaults, the seed and the extra
-evaluations. A config file that sets SOLVER.MAX_ITER 2400 and another config with the option
-`SOLVER.MAX_ITER 2400` have one recipe, so a result of one counts for the other.
+(file, its `_BASE_` chain, options) differs from the project's defaults, and the seed. A config
+file that sets SOLVER.MAX_ITER 2400 and another config with the option `SOLVER.MAX_ITER 2400`
+have one recipe, so a result of one counts for the other. Extra evaluations of the final weights
+and analyses change no training: they are not part of the recipe, and a finished run that lacks
+one gets it on the next call (where its weights are still there).
 """
 
 import hashlib
@@ -88,32 +90,37 @@ class Run:
     config_file: str
     output_dir: str
     opts: List[str] = field(default_factory=list)  # train_net.py options for training and eval
-    # extra `--eval-only` passes of the final weights: name -> options
+    # extra `--eval-only` passes of the final weights: name -> options. Not part of the recipe
+    # (they change no training): a finished run without one gets it on the next call.
     evals: Dict[str, List[str]] = field(default_factory=dict)
-    # commands on the final weights: name -> Analysis. Not part of the recipe (they change no
-    # training or evaluation): a finished run without one gets it on the next call.
+    # commands on the final weights: name -> Analysis. Not part of the recipe either.
     analyses: Dict[str, Analysis] = field(default_factory=dict)
 
     def recipe(self) -> dict:
-        return {
-            "config": changed_settings(self.config_file, self.opts),
-            "seed": self.seed,
-            "evals": self.evals,
-        }
+        return {"config": changed_settings(self.config_file, self.opts), "seed": self.seed}
 
     def recipe_key(self) -> str:
         return _hash(self.recipe())
 
     def recipe_keys(self) -> tuple:
-        """This recipe's key, then the key results recorded before 2026-12 carry (config files
-        as written, options as given): a result with either is this run's."""
+        """This recipe's key, then the keys earlier results carry, which also hashed this run's
+        extra evaluations: those recorded from 2026-12-06 to 12-07 (the recipe and `evals`) and
+        before (config files as written, options as given). A result with any of them is this
+        run's."""
         spelled = {
             "config": _config_chain(self.config_file),
             "opts": list(self.opts),
             "seed": self.seed,
             "evals": self.evals,
         }
-        return self.recipe_key(), _hash(spelled)
+        return self.recipe_key(), _hash({**self.recipe(), "evals": self.evals}), _hash(spelled)
+
+    def rekeyed(self, result: dict) -> dict:
+        """`result` (one of `recipe_keys`) under this recipe's key; a result recorded under an
+        earlier key ran exactly this run's extra evaluations."""
+        if result.get("recipe_key") == self.recipe_key():
+            return result
+        return {"eval_names": list(self.evals), **result, "recipe_key": self.recipe_key()}
 
 
 def _hash(recipe: dict) -> str:
@@ -274,8 +281,8 @@ def read_result(run: Run) -> Optional[dict]:
             f"{path} was made with another recipe (config files, options or seed changed since). "
             f"Delete {run.output_dir} to retrain it, or pass another --output-dir."
         )
-    if result["recipe_key"] != run.recipe_key():  # recorded under the earlier key
-        result["recipe_key"] = run.recipe_key()
+    if result["recipe_key"] != run.recipe_key():  # recorded under an earlier key
+        result = run.rekeyed(result)
         _write_result(run, result)
     # results written before these were recorded
     if result.get("train_seconds") is None:
@@ -306,7 +313,7 @@ def finished_result(
             None,
         )
         if result is not None:
-            result = {**result, "recipe_key": keys[0]}
+            result = run.rekeyed(result)
     if result is None:
         same = [r for r in elsewhere if (r["seed"], r.get("recipe_key")) == (run.seed, keys[0])]
         if same:
@@ -432,16 +439,18 @@ def run_all(
     keep_checkpoints: bool = False,
 ) -> List[dict]:
     """
-    Trains and evaluates every run not finished yet, in order, and runs the analyses a finished
-    run with its folder still lacks; returns every run's result ({"model", "seed", "metrics",
-    "evals", "analyses", "seconds" of this call, "train_seconds" over every start of the run
+    Trains and evaluates every run not finished yet, in order, and runs the extra evaluations
+    and analyses a finished run with its folder still lacks; returns every run's result
+    ({"model", "seed", "metrics", "evals", "eval_names" (the extra evaluations run), "analyses",
+    "seconds" of this call's training, "train_seconds" over every start of the run
     (`training_seconds`), "learning_curve" (`learning_curve`), ...}).
 
     Args:
         known: results recorded elsewhere (e.g. a committed results JSON); a run whose model,
             seed and recipe match one of them counts as finished, even without its folder.
         elsewhere: results under other names (e.g. other studies' JSONs); a run whose seed and
-            recipe match one of them counts as finished too (`finished_result`).
+            recipe match one of them counts as finished too (`finished_result`), whatever extra
+            evaluations either asks for: they change no training.
         on_result: called with the results so far after each newly finished run or analysis
             (e.g. to rewrite a report, so that results can be committed as they come).
         keep_checkpoints: keep a newly finished run's periodic checkpoints; by default only
@@ -457,15 +466,12 @@ def run_all(
             inputs = record_inputs(run)
             _train(run, train_script, label, print_fn, progress_period)
             metrics = final_metrics(os.path.join(run.output_dir, "metrics.json"))
-            evals = {}
-            for name, opts in run.evals.items():
-                print_fn(f"{label}: evaluating {name}")
-                evals.update(_evaluate(run, train_script, name, opts))
             result = {
                 "model": run.model,
                 "seed": run.seed,
                 "metrics": metrics,
-                "evals": evals,
+                "evals": {},  # filled below, name by name
+                "eval_names": [],
                 "seconds": round(time.monotonic() - start, 1),
                 "train_seconds": training_seconds(run.output_dir),
                 "learning_curve": learning_curve(run.output_dir),
@@ -485,8 +491,21 @@ def run_all(
             same = f" as {result['same_run_as']!r}" if "same_run_as" in result else ""
             print_fn(f"{label}: done before{same} (AP {result['metrics']['AP']:.1f}), skipped")
             fresh = False
+            missing = [n for n in run.evals if n not in result.get("eval_names", [])]
+            if missing and not os.path.isfile(os.path.join(run.output_dir, RESULT_FILE)):
+                print_fn(
+                    f"{label}: no weights in {run.output_dir} for the evaluations "
+                    f"{', '.join(missing)}; its recorded result stays without them"
+                )
         # a result known only from elsewhere (no folder, no weights) keeps what it has
         if os.path.isfile(os.path.join(run.output_dir, RESULT_FILE)):
+            for name, opts in run.evals.items():
+                if name not in result.get("eval_names", []):
+                    print_fn(f"{label}: evaluating {name}")
+                    result.setdefault("evals", {}).update(_evaluate(run, train_script, name, opts))
+                    result["eval_names"] = [*result.get("eval_names", []), name]
+                    _write_result(run, result)
+                    fresh = True
             for name, analysis in run.analyses.items():
                 if name not in result.get("analyses", {}):
                     print_fn(f"{label}: analysis {name}")

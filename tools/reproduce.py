@@ -237,6 +237,14 @@ def other_studies_runs(args):
     return runs
 
 
+def _figures(doc):
+    """A results JSON's protocol and runs, less the keys that name a run's recipe (a run
+    recorded under an earlier key scheme, `Run.rekeyed`, is the same run)."""
+    drop = ("recipe_key", "eval_names")
+    runs = [{k: v for k, v in r.items() if k not in drop} for r in doc.get("runs", [])]
+    return doc.get("protocol"), runs
+
+
 def write_report(args, results, known=(), quiet=False):
     """JSON, markdown (table + orderings) and, for the main study, the AP-vs-IoU plot."""
     os.makedirs(args.results_dir, exist_ok=True)
@@ -249,9 +257,7 @@ def write_report(args, results, known=(), quiet=False):
     if os.path.isfile(stem + ".json"):  # same protocol and runs: the commit that wrote them stays
         with open(stem + ".json") as f:
             previous = json.load(f)
-        if {k: previous.get(k) for k in ("protocol", "runs")} == json.loads(
-            json.dumps({k: doc[k] for k in ("protocol", "runs")})
-        ):
+        if _figures(previous) == _figures(json.loads(json.dumps(doc))):
             doc["commit"] = previous["commit"]
     with open(stem + ".json", "w") as f:
         json.dump(doc, f, indent=1)

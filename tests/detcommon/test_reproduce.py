@@ -211,6 +211,53 @@ def test_one_recipe_however_spelled_and_reused_under_another_name(tmp_path):
     )
 
 
+def test_extra_evaluations_are_not_the_recipe_and_a_finished_run_gets_a_missing_one(tmp_path):
+    from detcommon.reproduce import finished_result, read_result, run_all
+
+    config = os.path.join(REPO, "configs", "shapes", "drcnn.yaml")
+    argmax = {"argmax": ["MODEL.DECOUPLED.TEST_CLASS_BOXES", "argmax"]}
+    main = Run("drcnn", 1, config, str(tmp_path / "main"), evals=argmax)
+    sweep = Run("drcnn nms_reg 0.85", 1, config, str(tmp_path / "sweep"))
+    # one training, whatever is evaluated afterwards (e.g. Table III's 0.85 point and the main
+    # table's drcnn): the sweep reuses the main run instead of training it again
+    assert main.recipe_key() == sweep.recipe_key()
+    assert main.recipe_key() != Run("drcnn", 2, config, "", evals=argmax).recipe_key()
+    # a result recorded when the key hashed the evaluations too is the run's, and says which ran
+    earlier = {"model": "drcnn", "seed": 1, "metrics": {"AP": 7.0}, "evals": {"argmax": {}}}
+    earlier["recipe_key"] = main.recipe_keys()[1]
+    assert earlier["recipe_key"] != main.recipe_key()
+    rekeyed = finished_result(main, known=[earlier])
+    assert (rekeyed["recipe_key"], rekeyed["eval_names"]) == (main.recipe_key(), ["argmax"])
+    reused = finished_result(sweep, elsewhere=[rekeyed])
+    assert (reused["model"], reused["same_run_as"], reused["metrics"]["AP"]) == (
+        "drcnn nms_reg 0.85", "drcnn", 7.0
+    )  # fmt: skip
+    # a finished run in its folder that lacks an evaluation gets it once, on its final weights
+    fake_train = tmp_path / "fake_train.py"
+    fake_train.write_text(
+        "import json, os, sys\n"
+        "out = sys.argv[sys.argv.index('OUTPUT_DIR') + 1]\n"
+        "mode = sys.argv[sys.argv.index('MODEL.DECOUPLED.TEST_CLASS_BOXES') + 1]\n"
+        "json.dump({'bbox': {'AP': 5.0 if mode == 'argmax' else 6.0}},"
+        " open(os.path.join(out, 'eval_results.json'), 'w'))\n"
+    )
+    os.makedirs(main.output_dir)
+    with open(os.path.join(main.output_dir, "result.json"), "w") as f:
+        json.dump({**earlier, "recipe_key": main.recipe_key(), "evals": {}, "eval_names": []}, f)
+    calls = []
+    (result,) = run_all([main], str(fake_train), print_fn=calls.append)
+    assert result["evals"] == {"argmax": {"AP": 5.0}} and result["eval_names"] == ["argmax"]
+    assert read_result(main)["evals"] == {"argmax": {"AP": 5.0}}
+    calls.clear()
+    run_all([main], "/bin/false-script", print_fn=calls.append)
+    assert not any("evaluating" in c for c in calls)
+    # a result known only from a results JSON keeps what it has, and says what it lacks
+    gone = Run("drcnn", 1, config, str(tmp_path / "gone"), evals=argmax)
+    plain = {**rekeyed, "evals": {}, "eval_names": []}
+    (result,) = run_all([gone], "/bin/false-script", print_fn=calls.append, known=[plain])
+    assert result["evals"] == {} and any("no weights" in c and "argmax" in c for c in calls)
+
+
 def test_summary_table_and_orderings_by_hand():
     results = [
         {"model": "a", "seed": s, "metrics": {"AP": ap}}
@@ -478,3 +525,6 @@ def test_a_report_of_the_same_runs_keeps_the_commit_that_wrote_them(tmp_path, mo
     assert report("b" * 40, changed)[0] == "b" * 40
     more = changed + [{"model": "dh", "seed": 1, "metrics": metrics}]
     assert report("c" * 40, more)[0] == "c" * 40
+    # the same runs under a newer recipe key (Run.rekeyed) are the same figures
+    rekeyed = [{**r, "recipe_key": "k", "eval_names": []} for r in more]
+    assert report("d" * 40, rekeyed)[0] == "c" * 40
