@@ -55,6 +55,7 @@ __all__ = [
     "training_time_line",
     "record_inputs",
     "inputs_line",
+    "reused_line",
     "IOU_COLUMNS",
 ]
 
@@ -267,6 +268,22 @@ def inputs_line(results: Sequence[dict]) -> str:
         groups.setdefault(key, []).append(f"{r['model']} {r['seed']}")
     parts = [f"{key}: {', '.join(runs)}" for key, runs in groups.items()]
     return "Initial weights per run (model seed; `inputs` in the JSON): " + "; ".join(parts)
+
+
+def reused_line(results: Sequence[dict]) -> str:
+    """One markdown line naming the runs taken from another study's run with the same recipe
+    and seed (`same_run_as`), not trained again; "" when there is none."""
+    parts = [
+        f"{r['model']} {r['seed']} is {r['same_run_as']} {r['seed']}"
+        for r in results
+        if "same_run_as" in r
+    ]
+    if not parts:
+        return ""
+    return (
+        "Runs of another study with the same recipe and seed, not trained again (`same_run_as` "
+        "in the JSON; model seed): " + ", ".join(parts)
+    )
 
 
 def read_result(run: Run) -> Optional[dict]:

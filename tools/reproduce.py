@@ -36,6 +36,7 @@ from detcommon.reproduce import (
     markdown_table,
     plot_ap_vs_iou,
     plot_learning_curves,
+    reused_line,
     run_all,
     summarize,
     training_time_line,
@@ -272,6 +273,8 @@ def write_report(args, results, known=(), quiet=False):
         lines += ["", training_time_line(results)]
     if inputs_line(results):
         lines += ["", inputs_line(results)]
+    if reused_line(results):
+        lines += ["", reused_line(results)]
     if args.study == "main":
         lines += [
             "",

@@ -212,7 +212,7 @@ def test_one_recipe_however_spelled_and_reused_under_another_name(tmp_path):
 
 
 def test_extra_evaluations_are_not_the_recipe_and_a_finished_run_gets_a_missing_one(tmp_path):
-    from detcommon.reproduce import finished_result, read_result, run_all
+    from detcommon.reproduce import finished_result, read_result, reused_line, run_all
 
     config = os.path.join(REPO, "configs", "shapes", "drcnn.yaml")
     argmax = {"argmax": ["MODEL.DECOUPLED.TEST_CLASS_BOXES", "argmax"]}
@@ -232,6 +232,8 @@ def test_extra_evaluations_are_not_the_recipe_and_a_finished_run_gets_a_missing_
     assert (reused["model"], reused["same_run_as"], reused["metrics"]["AP"]) == (
         "drcnn nms_reg 0.85", "drcnn", 7.0
     )  # fmt: skip
+    assert reused_line([rekeyed, reused]).endswith(": drcnn nms_reg 0.85 1 is drcnn 1")
+    assert reused_line([rekeyed]) == ""
     # a finished run in its folder that lacks an evaluation gets it once, on its final weights
     fake_train = tmp_path / "fake_train.py"
     fake_train.write_text(
