@@ -105,8 +105,8 @@ class Run:
 
     def recipe_keys(self) -> tuple:
         """This recipe's key, then the keys earlier results carry, which also hashed this run's
-        extra evaluations: those recorded from 2026-12-06 to 12-07 (the recipe and `evals`) and
-        before (config files as written, options as given). A result with any of them is this
+        extra evaluations: the recipe and `evals` (until commit 7144d44), and before that the
+        config files as written and the options as given. A result with any of them is this
         run's."""
         spelled = {
             "config": _config_chain(self.config_file),
