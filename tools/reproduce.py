@@ -4,6 +4,7 @@
     python tools/reproduce.py                      # 6 models x 3 seeds (make results)
     python tools/reproduce.py --models faster_rcnn dh_ext --seeds 1 2
     python tools/reproduce.py --study nms_reg      # Table III on shapes: NMS_reg 0.70 ... 0.95
+    python tools/reproduce.py --study nms_reg --seeds 2 --thresholds 0.75 0.7   # some points
     python tools/reproduce.py --study fidelity     # each authors'-code fix against its old value
     python tools/reproduce.py --study fidelity --models drcnn drcnn_dh   # some of them
     python tools/reproduce.py --study schedule     # the baseline on twice the schedule + curves
@@ -147,7 +148,7 @@ def study_runs(args):
                 out(f"drcnn_nms_reg{t:.2f}", s),
                 ["MODEL.DECOUPLED.NMS_THRESH_REG", str(t), *args.opts],
             )
-            for t in NMS_REG
+            for t in args.thresholds
             for s in args.seeds
         ]
     if args.study == "fidelity":
@@ -514,6 +515,16 @@ def main():
         help="schedule study: multiples of the shapes schedule to train (default 2; 4 checks "
         "whether twice the schedule is itself converged)",
     )
+    parser.add_argument(
+        "--thresholds",
+        nargs="+",
+        type=float,
+        default=None,
+        choices=NMS_REG,
+        metavar="NMS_REG",
+        help=f"nms_reg study: the points to train, in this order (default all of "
+        f"{' '.join(map(str, NMS_REG))})",
+    )
     parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "reproduce"))
     parser.add_argument("--results-dir", default=os.path.join(REPO, "docs", "results"))
     parser.add_argument(
@@ -547,6 +558,9 @@ def main():
         parser.error(f"--factors must be 2 or more (1 is the main study), got {args.factors}")
     if args.study == "nms_reg" and args.models != MODELS:
         parser.error("--study nms_reg trains drcnn only: drop --models")
+    if args.thresholds is not None and args.study != "nms_reg":
+        parser.error(f"--thresholds chooses points of --study nms_reg, not of --study {args.study}")
+    args.thresholds = args.thresholds or NMS_REG
     runs = study_runs(args)
     # runs recorded in the committed results count as finished: a new checkout retrains nothing
     known, elsewhere = recorded_runs(args), other_studies_runs(args)

@@ -365,7 +365,7 @@ def test_every_study_run_and_evaluation_is_a_valid_config(study):
 
     args = argparse.Namespace(study=study, models=list(tool.MODELS), seeds=[1], opts=[],
                               output_dir="/nonexistent", results_dir="/nonexistent", name=None,
-                              factors=[2, 4])  # fmt: skip
+                              factors=[2, 4], thresholds=tool.NMS_REG)  # fmt: skip
     if study == "schedule":
         args.models = ["faster_rcnn"]
     runs = tool.study_runs(args)
@@ -416,6 +416,32 @@ def test_models_choose_the_fidelity_runs(monkeypatch, capsys):
     ]:
         monkeypatch.setattr(sys, "argv", ["reproduce.py", *argv])
         with pytest.raises(SystemExit) as exit_:  # argparse's error: before anything is trained
+            tool.main()
+        stderr = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in stderr, stderr
+
+
+def test_thresholds_choose_the_nms_reg_points(monkeypatch, capsys):
+    """--thresholds trains some points of Table III, in the order given; it is refused for
+    another study, or for a value outside the sweep, before anything is trained."""
+    import argparse
+
+    from tools import reproduce as tool
+
+    args = argparse.Namespace(study="nms_reg", models=list(tool.MODELS), seeds=[2], opts=[],
+                              output_dir="/out", thresholds=[0.75, 0.7])  # fmt: skip
+    runs = tool.study_runs(args)
+    assert [(r.model, r.seed, r.output_dir) for r in runs] == [
+        ("drcnn nms_reg 0.75", 2, "/out/drcnn_nms_reg0.75/seed2"),
+        ("drcnn nms_reg 0.70", 2, "/out/drcnn_nms_reg0.70/seed2"),
+    ]
+    assert runs[0].opts == ["MODEL.DECOUPLED.NMS_THRESH_REG", "0.75"]
+    for argv, message in [
+        (["--study", "main", "--thresholds", "0.7"], "not of --study main"),
+        (["--study", "nms_reg", "--thresholds", "0.65"], "invalid choice: 0.65"),
+    ]:
+        monkeypatch.setattr(sys, "argv", ["reproduce.py", *argv])
+        with pytest.raises(SystemExit) as exit_:
             tool.main()
         stderr = capsys.readouterr().err
         assert exit_.value.code == 2 and message in stderr, stderr
