@@ -468,8 +468,9 @@ def run_all(
         elsewhere: results under other names (e.g. other studies' JSONs); a run whose seed and
             recipe match one of them counts as finished too (`finished_result`), whatever extra
             evaluations either asks for: they change no training.
-        on_result: called with the results so far after each newly finished run or analysis
-            (e.g. to rewrite a report, so that results can be committed as they come).
+        on_result: called with the results so far after each newly finished run or analysis,
+            and after a run first taken from `elsewhere` (e.g. to rewrite a report, so that
+            results can be committed as they come, whenever the command is stopped).
         keep_checkpoints: keep a newly finished run's periodic checkpoints; by default only
             its final weights stay (`drop_periodic_checkpoints`; 1.6 to 2.3 GB a shapes run).
     """
@@ -507,7 +508,11 @@ def run_all(
         else:
             same = f" as {result['same_run_as']!r}" if "same_run_as" in result else ""
             print_fn(f"{label}: done before{same} (AP {result['metrics']['AP']:.1f}), skipped")
-            fresh = False
+            # taken from another study for the first time: new to this study's report
+            fresh = bool(same) and not any(
+                "same_run_as" in r and (r["model"], r["seed"]) == (run.model, run.seed)
+                for r in known
+            )
             missing = [n for n in run.evals if n not in result.get("eval_names", [])]
             if missing and not os.path.isfile(os.path.join(run.output_dir, RESULT_FILE)):
                 print_fn(

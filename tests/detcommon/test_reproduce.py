@@ -234,6 +234,14 @@ def test_extra_evaluations_are_not_the_recipe_and_a_finished_run_gets_a_missing_
     )  # fmt: skip
     assert reused_line([rekeyed, reused]).endswith(": drcnn nms_reg 0.85 1 is drcnn 1")
     assert reused_line([rekeyed]) == ""
+    # the study's report is rewritten when it first takes the run, not once it has it
+    reports = []
+    run_all([sweep], "/bin/false-script", print_fn=list, elsewhere=[rekeyed],
+            on_result=reports.append)  # fmt: skip
+    assert [[r["same_run_as"] for r in report] for report in reports] == [["drcnn"]]
+    run_all([sweep], "/bin/false-script", print_fn=list, known=[reused], elsewhere=[rekeyed],
+            on_result=reports.append)  # fmt: skip
+    assert len(reports) == 1
     # a finished run in its folder that lacks an evaluation gets it once, on its final weights
     fake_train = tmp_path / "fake_train.py"
     fake_train.write_text(
