@@ -509,7 +509,7 @@ def run_all(
             same = f" as {result['same_run_as']!r}" if "same_run_as" in result else ""
             print_fn(f"{label}: done before{same} (AP {result['metrics']['AP']:.1f}), skipped")
             # taken from another study for the first time: new to this study's report
-            fresh = bool(same) and not any(
+            fresh = "same_run_as" in result and not any(
                 "same_run_as" in r and (r["model"], r["seed"]) == (run.model, run.seed)
                 for r in known
             )
