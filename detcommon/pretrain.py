@@ -11,20 +11,24 @@ start from scratch.
 
 The weights are made on first use (about 10 minutes on 2 CPU cores) into
 `$SHAPES_PRETRAINED_DIR`, by default `~/.cache/detectron2_doublehead/pretrained`
-(`$XDG_CACHE_HOME` is honoured), with a manifest that holds the recipe and the
-SHA-256 of the file; a file that is missing, corrupt or made by another recipe is retrained.
+(`$XDG_CACHE_HOME` is honoured), with a manifest that holds the recipe, the SHA-256 of the file
+and the machine that made it; a file that is missing, corrupt or made by another recipe is
+retrained. The bytes are repeatable on one machine with one thread count, not across machines
+(`fingerprint` tells in seconds whether two machines make the same weights).
 
 Shape shorthand: N = crops, S = crop side (px).
 """
 
 import fcntl
+import hashlib
 import json
 import logging
 import math
 import os
+import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -45,6 +49,8 @@ __all__ = [
     "SCHEME",
     "default_pretrained_root",
     "ensure_pretrained",
+    "fingerprint",
+    "machine",
     "make_crops",
     "pretrain",
 ]
@@ -231,6 +237,45 @@ def pretrain(recipe: PretrainRecipe, log_period: int = 100):
     return resnet.state_dict(), {"heldout_accuracy": accuracy, "num_crops": len(labels)}
 
 
+def machine() -> dict:
+    """What, besides the recipe, decides the bytes of `pretrain`'s weights: the CPU (its
+    instruction set picks the float kernels), PyTorch's CPU capability and thread count (the
+    order of float sums), and the PyTorch version."""
+    cpu = platform.processor()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"),
+        "torch": torch.__version__,
+    }
+
+
+def fingerprint(recipe: PretrainRecipe, iters: int = 10, num_images: int = 60) -> dict:
+    """
+    A quick stand-in for the weights `recipe` makes on this machine: the SHA-256 of the ResNet
+    after the first `iters` iterations on the crops of `num_images` images (batch 32; seconds,
+    not minutes). Machines whose fingerprints differ make different weights from `recipe` (their first
+    iterations already differ); an equal fingerprint is necessary for equal weights, not proof.
+
+    Returns:
+        {"sha256": ..., "iters": ..., **machine()}.
+    """
+    short = replace(
+        recipe, num_images=num_images, iters=iters, warmup_iters=min(2, iters), batch_size=32
+    )
+    state, _ = pretrain(short, log_period=iters + 1)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return {"sha256": digest.hexdigest(), "iters": iters, **machine()}
+
+
 def _verify(path, manifest_path, recipe):
     """None if `path` holds the weights of `recipe`, else why not."""
     manifest, problem = read_manifest(manifest_path)
@@ -288,6 +333,7 @@ def ensure_pretrained(name: str, root: str = None, recipe: PretrainRecipe = None
             "sha256": sha256_file(path),
             "seconds": round(time.perf_counter() - start, 1),
             **stats,
+            "made_on": machine(),
         }
         with open(manifest_path + ".tmp", "w") as f:
             json.dump(manifest, f, indent=1)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from detcommon import pretrain
-from detcommon.pretrain import RECIPES, SCHEME, ensure_pretrained, make_crops
+from detcommon.pretrain import RECIPES, SCHEME, ensure_pretrained, fingerprint, make_crops
 
 TINY = dataclasses.replace(RECIPES["R-18-GN"], num_images=4, iters=2, warmup_iters=1, batch_size=8)
 
@@ -36,6 +36,10 @@ def test_cache_is_made_once_verified_and_remade_when_corrupt(tmp_path):
     with open(os.path.join(tmp_path, "tiny.json")) as f:
         manifest = json.load(f)
     assert manifest["recipe"] == TINY.to_dict() and 0 <= manifest["heldout_accuracy"] <= 1
+    # the machine is recorded: its CPU and thread count decide the bytes
+    made_on = manifest["made_on"]
+    assert made_on["threads"] == torch.get_num_threads() and made_on["torch"] == torch.__version__
+    assert made_on["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and made_on["cpu"]
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["model"] and all(
         k.startswith("backbone.bottom_up.") for k in checkpoint["model"]
@@ -55,6 +59,14 @@ def test_cache_is_made_once_verified_and_remade_when_corrupt(tmp_path):
         ensure_pretrained("tiny", root=str(tmp_path), recipe=TINY)
         ensure_pretrained("tiny", root=str(tmp_path), recipe=dataclasses.replace(TINY, seed=1))
     assert len(calls) == 2
+
+
+def test_fingerprint_repeats_on_one_machine_and_tells_recipes_apart():
+    a = fingerprint(TINY, iters=2, num_images=4)
+    assert a == fingerprint(TINY, iters=2, num_images=4)
+    assert len(a["sha256"]) == 64 and a["iters"] == 2 and a["threads"] == torch.get_num_threads()
+    assert fingerprint(dataclasses.replace(TINY, seed=1), iters=2, num_images=4) != a
+    assert fingerprint(TINY, iters=1, num_images=4)["sha256"] != a["sha256"]
 
 
 def test_weights_load_into_every_backbone_parameter_of_a_shapes_model(tmp_path):
