@@ -15,7 +15,8 @@ order) into `<output-dir>/<model>/seed<seed>/`, then evaluates it on shapes_val.
 are skipped, interrupted ones resume from their last checkpoint, so the command can be stopped
 and started again at any time. It writes `<results-dir>/<study>.json` (protocol, commit, every
 run's metrics), `<study>.md` (mean ± std over seeds, and the papers' orderings checked) and, for
-the main study, `<study>_ap_vs_iou.png`.
+the main study, `<study>_ap_vs_iou.png`. These hold every run the study has recorded: a call on
+some models, seeds or points adds its runs to the others' (`--report-only` rewrites them).
 """
 
 import argparse
@@ -199,15 +200,16 @@ def commit():
     return git_commit(REPO)
 
 
-def protocol(args):
-    """The shared schedule of the shapes configs (configs/shapes/faster_rcnn.yaml) and options."""
+def protocol(args, runs):
+    """The shared schedule of the shapes configs (configs/shapes/faster_rcnn.yaml), the options
+    and the seeds of the recorded `runs`."""
     base = _shapes_base()
     return {
         "data": "shapes_train (600 images) -> shapes_val (120 images)",
         "weights": base["MODEL"]["WEIGHTS"],
         "solver": base["SOLVER"],
         "extra_opts": list(args.opts),
-        "seeds": list(args.seeds),
+        "seeds": sorted({r["seed"] for r in runs}),
         "cpu_threads": os.cpu_count(),
     }
 
@@ -251,11 +253,12 @@ def write_report(args, results, known=(), quiet=False):
     """JSON, markdown (table + orderings) and, for the main study, the AP-vs-IoU plot."""
     os.makedirs(args.results_dir, exist_ok=True)
     stem = results_stem(args)
-    # the JSON keeps every recorded run (earlier calls may have covered other models or seeds);
-    # the table and plot show this call's runs
-    chosen = {(r["model"], r["seed"]) for r in results}
-    kept = [r for r in known if (r["model"], r["seed"]) not in chosen]
-    doc = {"protocol": protocol(args), "commit": commit(), "runs": kept + list(results)}
+    # the JSON, table and plots hold every recorded run of the study: earlier calls may have
+    # covered other models, seeds or points, and a call on some of them leaves the others there
+    # (a run trained again takes its recorded place; new runs come after the recorded ones)
+    new = {(r["model"], r["seed"]): r for r in results}
+    runs = [new.pop((r["model"], r["seed"]), r) for r in known] + list(new.values())
+    doc = {"protocol": protocol(args, runs), "commit": commit(), "runs": runs}
     if os.path.isfile(stem + ".json"):  # same protocol and runs: the commit that wrote them stays
         with open(stem + ".json") as f:
             previous = json.load(f)
@@ -263,19 +266,19 @@ def write_report(args, results, known=(), quiet=False):
             doc["commit"] = previous["commit"]
     with open(stem + ".json", "w") as f:
         json.dump(doc, f, indent=1)
-    summary = summarize(results)
+    summary = summarize(runs)
     lines = [
         "Box AP on shapes_val, mean ± std over seeds (`python tools/reproduce.py"
         f"{' --study ' + args.study if args.study != 'main' else ''}`, commit {doc['commit'][:12]}).",
         "",
         markdown_table(summary),
     ]
-    if training_time_line(results):
-        lines += ["", training_time_line(results)]
-    if inputs_line(results):
-        lines += ["", inputs_line(results)]
-    if reused_line(results):
-        lines += ["", reused_line(results)]
+    if training_time_line(runs):
+        lines += ["", training_time_line(runs)]
+    if inputs_line(runs):
+        lines += ["", inputs_line(runs)]
+    if reused_line(runs):
+        lines += ["", reused_line(runs)]
     if args.study == "main":
         lines += [
             "",
@@ -295,11 +298,7 @@ def write_report(args, results, known=(), quiet=False):
             "evals/fc",
         ):
             modes.update(
-                {
-                    name.split("/")[1]: s["dh_ext"]
-                    for s in [summarize(results, name)]
-                    if "dh_ext" in s
-                }
+                {name.split("/")[1]: s["dh_ext"] for s in [summarize(runs, name)] if "dh_ext" in s}
             )
         if modes:
             lines += [
@@ -314,7 +313,7 @@ def write_report(args, results, known=(), quiet=False):
         heads = summarize(
             [
                 {"model": head, "metrics": figures}
-                for r in results
+                for r in runs
                 if r["model"] == "dh_ext" and "proposals" in r.get("analyses", {})
                 for head, figures in r["analyses"]["proposals"].items()
             ]
@@ -334,7 +333,7 @@ def write_report(args, results, known=(), quiet=False):
         stages = {
             k: s["drcnn_cascade"]
             for k in ("stage1", "stage2")
-            for s in [summarize(results, "evals/" + k)]
+            for s in [summarize(runs, "evals/" + k)]
             if "drcnn_cascade" in s
         }
         if stages:
@@ -348,11 +347,11 @@ def write_report(args, results, known=(), quiet=False):
         plot_ap_vs_iou(
             summary, stem + "_ap_vs_iou.png", title=f"shapes_val, commit {doc['commit'][:12]}"
         )
-        lines += ["", learning_curve_report(results, stem, doc["commit"])]
+        lines += ["", learning_curve_report(runs, stem, doc["commit"])]
     if args.study == "schedule":
-        lines += ["", schedule_report(args, results, stem, doc["commit"])]
+        lines += ["", schedule_report(args, runs, stem, doc["commit"])]
     if args.study == "fidelity":
-        lines += ["", fidelity_report(args, results)]
+        lines += ["", fidelity_report(args, runs)]
     with open(stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     if quiet:
@@ -411,11 +410,11 @@ def fidelity_report(args, results):
     """Each authors'-code default (the main study's runs of the same seeds) against the earlier
     behaviour; the noise is the default's spread over every seed of the main study."""
     models = sorted({r["model"].split(" ")[0] for r in results})
-    return fidelity_table(
-        summarize(main_results(args, models, args.seeds)),
-        summarize(main_results(args, models)),
-        summarize(results),
-    )
+    same_seeds = {}
+    for m in models:
+        seeds = sorted({r["seed"] for r in results if r["model"].split(" ")[0] == m})
+        same_seeds.update(summarize(main_results(args, [m], seeds)))
+    return fidelity_table(same_seeds, summarize(main_results(args, models)), summarize(results))
 
 
 def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90")):
@@ -463,19 +462,20 @@ def schedule_report(args, results, stem, commit_id):
     """1x (main study, every seed) against each longer schedule's final AP, and the learning
     curves of all."""
     # the 1x runs: every seed of the main study, baseline and Double-Head-Ext at least
-    models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *args.models]))
+    longer = summarize(results)  # "<model> <k>x" -> figures
+    models = list(dict.fromkeys(["faster_rcnn", "dh_ext", *(n.split(" ")[0] for n in longer)]))
     one_x = main_results(args, models)
     lines = []
     if one_x:
-        s1, s2 = summarize(one_x), summarize(results)
+        s1 = summarize(one_x)
         lines.append(
             "Longer schedules against the table's (a difference counts when it exceeds the "
             "larger std):\n"
         )
-        for k in args.factors:
-            for m in args.models:
-                if m in s1 and f"{m} {k}x" in s2:
-                    lines.append(f"- {m}: " + compare({**s1, **s2}, f"{m} {k}x", m, "AP"))
+        for name in longer:
+            m = name.split(" ")[0]
+            if m in s1:
+                lines.append(f"- {m}: " + compare({**s1, **longer}, name, m, "AP"))
     curves = _curves([(f"{r['model']} 1x", r) for r in one_x] + [(r["model"], r) for r in results])
     if curves:
         png = plot_learning_curves(

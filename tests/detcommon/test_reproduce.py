@@ -99,12 +99,14 @@ def test_two_models_two_seeds_then_nothing_retrained(tmp_path, tiny_val):
         assert [r["metrics"] for r in json.load(f)["runs"]] == [r["metrics"] for r in doc["runs"]]
 
     # a new checkout (no run folders) takes the finished runs from the committed results JSON;
-    # a call on a subset keeps the other runs in the JSON
+    # a call on a subset keeps the other runs in the JSON, its seeds and its table
     shutil.rmtree(tmp_path / "runs")
     subset = _reproduce(tmp_path, tiny_val, "--models", "faster_rcnn", "--seeds", "1")
     assert "training ->" not in subset and subset.count("skipped") == 1
     with open(tmp_path / "results" / "shapes.json") as f:
-        assert len(json.load(f)["runs"]) == 4
+        after = json.load(f)
+    assert len(after["runs"]) == 4 and after["protocol"]["seeds"] == [1, 2]
+    assert (tmp_path / "results" / "shapes.md").read_text() == table
 
 
 def test_interrupted_run_resumes_and_changed_recipe_is_refused(tmp_path):
@@ -564,3 +566,35 @@ def test_a_report_of_the_same_runs_keeps_the_commit_that_wrote_them(tmp_path, mo
     # the same runs under a newer recipe key (Run.rekeyed) are the same figures
     rekeyed = [{**r, "recipe_key": "k", "eval_names": []} for r in more]
     assert report("d" * 40, rekeyed)[0] == "c" * 40
+
+
+def test_a_call_on_some_runs_reports_every_recorded_run(tmp_path, monkeypatch):
+    """A call on some runs (here one NMS_reg point's seed 2, trained again) rewrites the study's
+    JSON and table with every recorded run: the others stay, in their places, the run trained
+    again takes its recorded place, and the protocol names every seed."""
+    import argparse
+
+    from tools import reproduce as tool
+
+    monkeypatch.setattr(tool, "commit", lambda: "a" * 40)
+    args = argparse.Namespace(
+        study="nms_reg", results_dir=str(tmp_path), name=None, opts=[], seeds=[2]
+    )
+
+    def run(point, seed, ap):
+        metrics = {c: ap for c in COLUMNS + IOU_COLUMNS}
+        return {"model": f"drcnn nms_reg {point}", "seed": seed, "metrics": metrics}
+
+    known = [run("0.75", 2, 1.0), run("0.70", 1, 70.0), run("0.75", 1, 75.0)]
+    tool.write_report(args, [run("0.75", 2, 73.0)], known, quiet=True)
+    with open(tmp_path / "shapes_nms_reg.json") as f:
+        doc = json.load(f)
+    assert [(r["model"][-4:], r["seed"], r["metrics"]["AP"]) for r in doc["runs"]] == [
+        ("0.75", 2, 73.0), ("0.70", 1, 70.0), ("0.75", 1, 75.0)
+    ]  # fmt: skip
+    assert doc["protocol"]["seeds"] == [1, 2]
+    table = (tmp_path / "shapes_nms_reg.md").read_text()
+    # 0.75: seeds 1 and 2, 74.0 ± 1.4 (sample std of 75 and 73); 0.70 still there
+    assert "| drcnn nms_reg 0.75 | 2 | 74.0 ± 1.4 |" in table
+    assert "| drcnn nms_reg 0.70 | 1 | 70.0 |" in table
+    assert table.index("nms_reg 0.75 |") < table.index("nms_reg 0.70 |")
