@@ -408,7 +408,8 @@ def main_results(args, models, seeds=(1, 2, 3)):
 
 def fidelity_report(args, results):
     """Each authors'-code default (the main study's runs of the same seeds) against the earlier
-    behaviour; the noise is the default's spread over every seed of the main study."""
+    behaviour; the noise is the larger of the default's spread over every seed of the main study
+    and the earlier behaviour's over its seeds."""
     models = sorted({r["model"].split(" ")[0] for r in results})
     same_seeds = {}
     for m in models:
@@ -420,9 +421,10 @@ def fidelity_report(args, results):
 def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90")):
     """
     Markdown: per fidelity run and column, the authors' default on the same seeds, the earlier
-    behaviour, their difference and the default's std over all its seeds; the difference counts
-    when it exceeds that std (the earlier behaviour's own spread is not measured: its runs share
-    the default's seeds, model and data, so its spread is taken to be the same).
+    behaviour (mean over its seeds), their difference, and the two spreads: the default's std
+    over all its seeds and the earlier behaviour's over its own. The difference counts when it
+    exceeds the larger of the two (the earlier behaviour's spread is taken to be the default's
+    while it has a single seed).
 
     Args:
         same_seeds, all_seeds: `summarize` of the main study's runs of the model, on the fidelity
@@ -430,11 +432,12 @@ def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90"
         earlier: `summarize` of the fidelity runs, named "<model> <option> <value>".
     """
     lines = [
-        "Authors' default (main study, same seeds) against the earlier behaviour; a difference "
-        "counts when it exceeds the default's std over all its seeds:",
+        "Authors' default (main study, same seeds) against the earlier behaviour (mean over its "
+        "seeds); a difference counts when it exceeds the larger std, the default's over all its "
+        "seeds or the earlier behaviour's:",
         "",
-        "| model | earlier behaviour | column | default | earlier | difference | default's std "
-        "(seeds) | verdict |",
+        "| model | earlier behaviour | column | default | earlier | difference | std: default "
+        "(seeds) / earlier (seeds) | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, stats in earlier.items():
@@ -442,18 +445,19 @@ def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90"
         if model not in same_seeds:
             continue
         for c in columns:
-            default, old = same_seeds[model][c][0], stats[c][0]
+            default, (old, old_std, old_n) = same_seeds[model][c][0], stats[c]
             std, n = all_seeds[model][c][1:]
             diff = default - old
+            old_spread = f"{old_std:.1f} ({old_n})" if old_n > 1 else "- (1)"
             if n < 2:
                 verdict = "not decided (the default has one seed)"
-            elif abs(diff) <= std:
+            elif abs(diff) <= max(std, old_std if old_n > 1 else 0.0):
                 verdict = "no difference"
             else:
                 verdict = "authors' default better" if diff > 0 else "earlier behaviour better"
             lines.append(
                 f"| {model} | `{option}` | {c} | {default:.1f} | {old:.1f} | {diff:+.1f} | "
-                f"{std:.1f} ({n}) | {verdict} |"
+                f"{std:.1f} ({n}) / {old_spread} | {verdict} |"
             )
     return "\n".join(lines)
 
