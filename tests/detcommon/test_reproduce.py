@@ -475,7 +475,9 @@ def test_fidelity_table_by_hand():
         "| drcnn | `OPT v` | AP | 67.6 | 62.0 | +5.6 | 0.3 (2) / - (1) | authors' default better |"
         in table
     )
-    assert "| drcnn | `OPT v` | AP90 | 40.8 | 40.5 | +0.3 | 0.8 (2) / - (1) | no difference |" in table
+    assert (
+        "| drcnn | `OPT v` | AP90 | 40.8 | 40.5 | +0.3 | 0.8 (2) / - (1) | no difference |" in table
+    )
     one = tool.fidelity_table(*(summarize(r) for r in (main[:1], main[:1], earlier)), ["AP"])
     assert "not decided (the default has one seed)" in one
 
@@ -484,7 +486,9 @@ def test_fidelity_table_by_hand():
     # a difference) but within the earlier behaviour's own spread
     earlier.append({"model": "drcnn OPT v", "seed": 2, "metrics": {"AP": 70.0, "AP90": 40.5}})
     two = tool.fidelity_table(summarize(main), summarize(main), summarize(earlier), ["AP"])
-    assert "| drcnn | `OPT v` | AP | 67.8 | 66.0 | +1.8 | 0.3 (2) / 5.7 (2) | no difference |" in two
+    assert (
+        "| drcnn | `OPT v` | AP | 67.8 | 66.0 | +1.8 | 0.3 (2) / 5.7 (2) | no difference |" in two
+    )
 
 
 def test_commit_is_dirty_for_code_not_for_documentation_or_results(tmp_path):
