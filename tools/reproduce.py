@@ -451,7 +451,7 @@ def fidelity_table(same_seeds, all_seeds, earlier, columns=("AP", "AP75", "AP90"
             old_spread = f"{old_std:.1f} ({old_n})" if old_n > 1 else "- (1)"
             if n < 2:
                 verdict = "not decided (the default has one seed)"
-            elif abs(diff) <= max(std, old_std if old_n > 1 else 0.0):
+            elif abs(diff) <= max(std, old_std):  # a single seed has std 0
                 verdict = "no difference"
             else:
                 verdict = "authors' default better" if diff > 0 else "earlier behaviour better"
